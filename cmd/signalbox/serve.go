@@ -1,0 +1,206 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/spf13/cobra"
+
+	"github.com/signalbox-dev/signalbox/broker"
+	"github.com/signalbox-dev/signalbox/broker/redisbus"
+	"github.com/signalbox-dev/signalbox/config"
+	"github.com/signalbox-dev/signalbox/dispatch"
+	"github.com/signalbox-dev/signalbox/gateway"
+)
+
+// serveOptions are the flags of `signalbox serve`; see DESIGN's command-line
+// table and the README.
+type serveOptions struct {
+	addr            string
+	configPaths     []string
+	bus             string
+	dataDir         string
+	logLevel        string
+	replicaID       string
+	lease           time.Duration
+	shutdownTimeout time.Duration
+	maxBodyBytes    int64
+	natsListen      string
+}
+
+func newServeCmd() *cobra.Command {
+	host, _ := os.Hostname()
+	o := &serveOptions{}
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run the gateway: ingress, broker and dispatchers",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := bindEnv(cmd); err != nil {
+				return err
+			}
+			return serve(cmd.Context(), o)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.addr, "addr", ":8080", "HTTP listen address")
+	f.StringSliceVar(&o.configPaths, "config", []string{"./signalbox.yaml"},
+		"YAML file or directory of Broker, Trigger and Sensor objects; repeatable; reloaded on change")
+	f.StringVar(&o.bus, "bus", "embedded", "event bus: redis://host:port/db, rediss://..., nats://host:port or embedded")
+	f.StringVar(&o.dataDir, "data-dir", "./data", "where the embedded bus keeps its files")
+	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
+	f.StringVar(&o.replicaID, "replica-id", host,
+		"this replica's consumer name in the bus; replicas on one host need distinct ids")
+	f.DurationVar(&o.lease, "lease", 30*time.Second,
+		"how long an event held by a silent replica stays its own before another replica takes it")
+	f.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 10*time.Second,
+		"on SIGTERM: time for in-flight attempts before the rest are handed back")
+	f.Int64Var(&o.maxBodyBytes, "max-body-bytes", gateway.DefaultMaxBodyBytes, "largest request the ingress reads")
+	f.StringVar(&o.natsListen, "nats-listen", "", "expose the embedded JetStream on this address")
+	annotateEnv(cmd)
+	return cmd
+}
+
+func newLogger(level string) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: use debug, info, warn or error", level)
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: l})), nil
+}
+
+// openBus connects to the bus named by --bus.
+func openBus(ctx context.Context, o *serveOptions, log *slog.Logger) (broker.Bus, error) {
+	switch {
+	case strings.HasPrefix(o.bus, "redis://"), strings.HasPrefix(o.bus, "rediss://"):
+		bus, err := redisbus.New(ctx, redisbus.Config{URL: o.bus, Logger: log})
+		if err != nil {
+			return nil, fmt.Errorf("--bus %s: %w (is Redis running? start it with `redis-server` or pick another --bus)", o.bus, err)
+		}
+		return bus, nil
+	case o.bus == "embedded", strings.HasPrefix(o.bus, "nats://"):
+		return nil, fmt.Errorf("--bus %s: the embedded and NATS buses are not available in this build; "+
+			"run Redis and pass --bus redis://127.0.0.1:6379/0 (or set SIGNALBOX_BUS)", o.bus)
+	}
+	return nil, fmt.Errorf("--bus %q: use redis://host:port/db, rediss://host:port/db, nats://host:port or embedded", o.bus)
+}
+
+func serve(ctx context.Context, o *serveOptions) error {
+	log, err := newLogger(o.logLevel)
+	if err != nil {
+		return err
+	}
+	if o.replicaID == "" {
+		return errors.New("--replica-id must not be empty")
+	}
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	bus, err := openBus(ctx, o, log)
+	if err != nil {
+		return err
+	}
+	defer bus.Close()
+	log.Info("bus connected", "bus", redactURL(o.bus))
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	disp, err := dispatch.New(dispatch.Config{
+		Bus:             bus,
+		ReplicaID:       o.replicaID,
+		Lease:           o.lease,
+		ShutdownTimeout: o.shutdownTimeout,
+		Logger:          log,
+		Metrics:         reg,
+	})
+	if err != nil {
+		return err
+	}
+
+	var loaded atomic.Bool
+	gw, err := gateway.New(gateway.Config{
+		Bus:          bus,
+		MaxBodyBytes: o.maxBodyBytes,
+		Ready:        func() bool { return loaded.Load() && disp.Ready() },
+		Logger:       log,
+		Registry:     reg,
+	})
+	if err != nil {
+		return err
+	}
+
+	// Triggers get their consumer groups before their broker accepts events,
+	// so no accepted event can be missed by a trigger defined with it.
+	apply := func(snap *config.Snapshot) {
+		if err := disp.Apply(ctx, snap); err != nil {
+			log.Error("config not applied", "err", err)
+			return
+		}
+		names := make([]string, 0, len(snap.Brokers))
+		for _, b := range snap.Brokers {
+			names = append(names, b.Namespace()+"/"+b.Name())
+		}
+		gw.SetBrokers(names)
+		loaded.Store(true)
+		log.Info("config applied", "brokers", len(snap.Brokers), "triggers", len(snap.Triggers),
+			"sensors", len(snap.Sensors))
+	}
+	watcher := &config.Watcher{Paths: o.configPaths, Logger: log, OnChange: apply}
+	watchErr := make(chan error, 1)
+	go func() { watchErr <- watcher.Run(ctx) }()
+
+	ln, err := net.Listen("tcp", o.addr)
+	if err != nil {
+		return fmt.Errorf("--addr %s: %w", o.addr, err)
+	}
+	srv := &http.Server{Handler: gw.Handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+	srvErr := make(chan error, 1)
+	go func() { srvErr <- srv.Serve(ln) }()
+	log.Info("signalbox serving", "addr", ln.Addr().String(), "replica_id", o.replicaID, "version", version)
+
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down", "timeout", o.shutdownTimeout)
+	case err := <-srvErr:
+		return fmt.Errorf("http server: %w", err)
+	case err := <-watchErr:
+		if err != nil {
+			return fmt.Errorf("config: %w", err)
+		}
+	}
+
+	// Stop taking events first, then let deliveries finish within the budget.
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), o.shutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(shutdownCtx); err != nil {
+		log.Warn("http shutdown", "err", err)
+	}
+	if err := disp.Close(shutdownCtx); err != nil {
+		log.Warn("dispatcher shutdown", "err", err)
+	}
+	log.Info("stopped")
+	return nil
+}
+
+// redactURL hides the password of a bus URL for logs.
+func redactURL(s string) string {
+	i := strings.Index(s, "://")
+	j := strings.LastIndex(s, "@")
+	if i < 0 || j < i {
+		return s
+	}
+	return s[:i+3] + "***@" + s[j+1:]
+}
