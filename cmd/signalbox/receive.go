@@ -91,7 +91,7 @@ func describe(r *http.Request, body []byte) string {
 		attrs := cloudevent.Attributes(e)
 		sort.Slice(attrs, func(i, j int) bool { return attrs[i].Name < attrs[j].Name })
 		for _, a := range attrs {
-			fmt.Fprintf(&b, "  %-16s %s\n", a.Name+":", a.Value)
+			fmt.Fprintf(&b, "  %-20s %s\n", a.Name+":", a.Value)
 		}
 		if len(e.Data()) > 0 {
 			fmt.Fprintf(&b, "  data: %s\n", e.Data())

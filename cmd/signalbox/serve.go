@@ -16,6 +16,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/redis/go-redis/v9"
 	"github.com/spf13/cobra"
 
 	"github.com/signalbox-dev/signalbox/broker"
@@ -85,6 +86,7 @@ func newLogger(level string) (*slog.Logger, error) {
 func openBus(ctx context.Context, o *serveOptions, log *slog.Logger) (broker.Bus, error) {
 	switch {
 	case strings.HasPrefix(o.bus, "redis://"), strings.HasPrefix(o.bus, "rediss://"):
+		redis.SetLogger(redisLogger{log})
 		bus, err := redisbus.New(ctx, redisbus.Config{URL: o.bus, Logger: log})
 		if err != nil {
 			return nil, fmt.Errorf("--bus %s: %w (is Redis running? start it with `redis-server` or pick another --bus)", o.bus, err)

@@ -1,0 +1,554 @@
+// Package dispatch reads each trigger's events from the bus, filters them and
+// delivers them to the trigger's target with retries, backoff, Retry-After,
+// dead letters and replies.
+//
+// Every Knative Trigger and every Sensor trigger is one consumer group on its
+// broker's topic, with one worker per replica. A worker fetches in batches,
+// acknowledges filtered-out events in batches, keeps a bounded number of
+// attempts in flight, schedules retries on timers so that a failing event
+// never holds up the others, and renews the lease of every event it holds so
+// that no other replica takes an event while it is still being worked on.
+package dispatch
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"maps"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	duckv1 "knative.dev/eventing/pkg/apis/duck/v1"
+
+	"github.com/signalbox-dev/signalbox/broker"
+	"github.com/signalbox-dev/signalbox/config"
+	"github.com/signalbox-dev/signalbox/dispatch/celexpr"
+	"github.com/signalbox-dev/signalbox/dispatch/delivery"
+	"github.com/signalbox-dev/signalbox/dispatch/filter"
+	"github.com/signalbox-dev/signalbox/functions"
+	"github.com/signalbox-dev/signalbox/functions/httptarget"
+)
+
+// Defaults applied by New to zero Config fields.
+const (
+	DefaultLease           = 30 * time.Second
+	DefaultMaxInFlight     = 100
+	DefaultShutdownTimeout = 10 * time.Second
+)
+
+// ErrClosed is returned by Apply after Close.
+var ErrClosed = errors.New("dispatch: closed")
+
+// ErrUnsupported is returned by Apply for configuration the dispatcher cannot
+// run yet, such as a Sensor with several dependencies.
+var ErrUnsupported = errors.New("dispatch: not supported")
+
+// Config configures a Dispatcher.
+type Config struct {
+	// Bus is the log events are read from, replies published to and dead
+	// letters written to. Required.
+	Bus broker.Bus
+
+	// ReplicaID names this replica's consumer in every group. A replica
+	// restarted with the same id takes back at once the events it held.
+	// Required.
+	ReplicaID string
+
+	// Lease is how long an event this replica holds stays its own without a
+	// renewal; the worker renews every held event about three times per
+	// Lease. Zero means DefaultLease (30s).
+	Lease time.Duration
+
+	// MaxInFlight bounds the concurrent delivery attempts of one trigger on
+	// this replica. Zero means DefaultMaxInFlight (100).
+	MaxInFlight int
+
+	// MaxHeld bounds the events one trigger holds on this replica, in flight
+	// or waiting for a retry; fetching pauses while it is reached. Zero means
+	// 10×MaxInFlight.
+	MaxHeld int
+
+	// ShutdownTimeout is how long Close (and a trigger's restart or removal)
+	// lets in-flight attempts run before cutting them short. Zero means
+	// DefaultShutdownTimeout (10s).
+	ShutdownTimeout time.Duration
+
+	// Logger receives lifecycle at Info, failed attempts at Warn, dead
+	// letters at Error and per-event lines at Debug. Nil discards.
+	Logger *slog.Logger
+
+	// Metrics registers the signalbox_dispatch_* collectors; nil registers
+	// them nowhere.
+	Metrics prometheus.Registerer
+
+	// HTTPClient sends events to HTTP targets and dead-letter sinks; nil
+	// means httptarget's shared client (see httptarget.NewClient).
+	HTTPClient *http.Client
+}
+
+func (c Config) validate() (Config, error) {
+	switch {
+	case c.Bus == nil:
+		return c, errors.New("dispatch: Config.Bus: required")
+	case c.ReplicaID == "":
+		return c, errors.New("dispatch: Config.ReplicaID: required")
+	case c.Lease < 0:
+		return c, fmt.Errorf("dispatch: Config.Lease: must not be negative, got %v", c.Lease)
+	case c.MaxInFlight < 0:
+		return c, fmt.Errorf("dispatch: Config.MaxInFlight: must not be negative, got %d", c.MaxInFlight)
+	case c.MaxHeld < 0:
+		return c, fmt.Errorf("dispatch: Config.MaxHeld: must not be negative, got %d", c.MaxHeld)
+	case c.ShutdownTimeout < 0:
+		return c, fmt.Errorf("dispatch: Config.ShutdownTimeout: must not be negative, got %v", c.ShutdownTimeout)
+	}
+	if c.Lease == 0 {
+		c.Lease = DefaultLease
+	}
+	if c.MaxInFlight == 0 {
+		c.MaxInFlight = DefaultMaxInFlight
+	}
+	if c.MaxHeld == 0 {
+		c.MaxHeld = 10 * c.MaxInFlight
+	}
+	if c.MaxHeld < c.MaxInFlight {
+		return c, fmt.Errorf("dispatch: Config.MaxHeld: must be at least MaxInFlight (%d), got %d",
+			c.MaxInFlight, c.MaxHeld)
+	}
+	if c.ShutdownTimeout == 0 {
+		c.ShutdownTimeout = DefaultShutdownTimeout
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	return c, nil
+}
+
+// Dispatcher runs one worker per trigger of the applied configuration. Its
+// methods are safe for concurrent use.
+type Dispatcher struct {
+	cfg Config
+	log *slog.Logger
+	m   *metrics
+
+	applyMu   sync.Mutex    // serialises Apply and Close
+	closing   chan struct{} // closed when Close starts, to end an Apply waiting for groups
+	closeOnce sync.Once
+
+	mu      sync.Mutex
+	workers map[groupKey]*worker
+	orphans map[groupKey]bool // removed groups whose DeleteGroup failed
+	applied bool
+	closed  bool
+}
+
+// groupKey identifies a consumer group.
+type groupKey struct{ topic, group string }
+
+// New returns a dispatcher that runs nothing until Apply.
+func New(cfg Config) (*Dispatcher, error) {
+	cfg, err := cfg.validate()
+	if err != nil {
+		return nil, err
+	}
+	m, err := newMetrics(cfg.Metrics)
+	if err != nil {
+		return nil, err
+	}
+	return &Dispatcher{
+		cfg:     cfg,
+		log:     cfg.Logger,
+		m:       m,
+		workers: make(map[groupKey]*worker),
+		orphans: make(map[groupKey]bool),
+		closing: make(chan struct{}),
+	}, nil
+}
+
+// Apply makes the running triggers those of snap. It first builds every
+// trigger (filters, targets, delivery policy) and, if one is invalid, returns
+// an error and changes nothing. Then it stops the workers of removed triggers
+// and deletes their groups, restarts the workers of changed triggers on their
+// existing groups, and starts workers for new triggers, whose groups start at
+// the end of the log. It returns once every new group exists, so an event
+// published after Apply returns reaches every trigger; when ctx ends first it
+// returns an error and the missing groups keep being created in the
+// background (Ready reports when they are). Triggers of a broker missing from
+// snap are not run.
+func (d *Dispatcher) Apply(ctx context.Context, snap *config.Snapshot) error {
+	d.applyMu.Lock()
+	defer d.applyMu.Unlock()
+	if d.isClosed() {
+		return ErrClosed
+	}
+	if snap == nil {
+		return errors.New("dispatch: Apply: nil snapshot")
+	}
+	desired, err := d.plan(snap)
+	if err != nil {
+		return err
+	}
+
+	removed, changed := d.diff(desired)
+	d.retire(ctx, removed, changed)
+	d.deleteOrphans(ctx, desired)
+	return d.startAndWait(ctx, desired)
+}
+
+// diff sorts the running workers against desired: removed ones, changed ones,
+// and unchanged ones, whose new build is dropped from desired.
+func (d *Dispatcher) diff(desired map[groupKey]*spec) (removed, changed []*worker) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for k, w := range d.workers {
+		s, ok := desired[k]
+		switch {
+		case !ok:
+			removed = append(removed, w)
+		case s.fingerprint != w.spec.fingerprint:
+			changed = append(changed, w)
+		default:
+			s.close()
+			delete(desired, k)
+		}
+	}
+	return removed, changed
+}
+
+// retire stops the workers of removed and changed triggers. The groups of
+// removed ones are queued for deletion; changed ones keep theirs.
+func (d *Dispatcher) retire(ctx context.Context, removed, changed []*worker) {
+	stopAll(ctx, slices.Concat(removed, changed))
+	d.mu.Lock()
+	for _, w := range removed {
+		delete(d.workers, w.spec.key)
+		d.orphans[w.spec.key] = true
+	}
+	for _, w := range changed {
+		delete(d.workers, w.spec.key)
+	}
+	d.mu.Unlock()
+
+	for _, w := range removed {
+		w.spec.close()
+		d.m.forget(w.spec.key.topic, w.spec.key.group)
+		d.log.Info("trigger removed", "broker", w.spec.key.topic, "trigger", w.spec.key.group)
+	}
+	for _, w := range changed {
+		w.spec.close()
+		d.log.Info("trigger changed; restarting it", "broker", w.spec.key.topic, "trigger", w.spec.key.group)
+	}
+}
+
+// startAndWait starts a worker per spec and waits until every worker, new or
+// not, has its group: a worker of an earlier Apply may still be retrying.
+func (d *Dispatcher) startAndWait(ctx context.Context, desired map[groupKey]*spec) error {
+	d.mu.Lock()
+	for k, s := range desired {
+		w := newWorker(d, s)
+		d.workers[k] = w
+		w.start()
+	}
+	d.applied = true
+	all := slices.Collect(maps.Values(d.workers))
+	d.mu.Unlock()
+
+	for _, w := range all {
+		select {
+		case <-w.subscribed:
+		case <-ctx.Done():
+			return fmt.Errorf("dispatch: waiting for the group of %s: %w", w.spec.desc, context.Cause(ctx))
+		case <-d.closing:
+			return ErrClosed
+		}
+	}
+	return nil
+}
+
+// deleteOrphans deletes the groups of removed triggers. A failure is logged
+// and retried by the next Apply: a forgotten group would hold back the log's
+// retention forever. A group that is wanted again is deleted before it is
+// recreated, so that the new trigger starts at the end of the log.
+func (d *Dispatcher) deleteOrphans(ctx context.Context, desired map[groupKey]*spec) {
+	d.mu.Lock()
+	keys := make([]groupKey, 0, len(d.orphans))
+	for k := range d.orphans {
+		keys = append(keys, k)
+	}
+	d.mu.Unlock()
+
+	for _, k := range keys {
+		err := d.cfg.Bus.DeleteGroup(ctx, k.topic, k.group)
+		d.mu.Lock()
+		if err == nil {
+			delete(d.orphans, k)
+		}
+		d.mu.Unlock()
+		if err != nil {
+			_, wanted := desired[k]
+			d.log.Warn("cannot delete the group of a removed trigger; will retry on the next reload",
+				"broker", k.topic, "trigger", k.group, "recreated", wanted, "err", err)
+		}
+	}
+}
+
+// Ready reports whether a configuration has been applied and every trigger's
+// group exists.
+func (d *Dispatcher) Ready() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if !d.applied || d.closed {
+		return false
+	}
+	for _, w := range d.workers {
+		select {
+		case <-w.subscribed:
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// Close stops every worker: fetching stops at once, in-flight attempts run
+// until they finish, ShutdownTimeout passes or ctx ends, whichever is first,
+// and every other held event (waiting for a retry included) is handed back
+// to the bus unacknowledged, so a replica with the same ReplicaID takes it
+// at once and others after the lease. An attempt cut short does not count.
+// Groups are kept. An Apply waiting for groups returns ErrClosed. Close does
+// not close the Bus; calling it again does nothing.
+func (d *Dispatcher) Close(ctx context.Context) error {
+	d.closeOnce.Do(func() { close(d.closing) })
+	d.applyMu.Lock()
+	defer d.applyMu.Unlock()
+	d.mu.Lock()
+	if d.closed {
+		d.mu.Unlock()
+		return nil
+	}
+	d.closed = true
+	ws := slices.Collect(maps.Values(d.workers))
+	d.workers = map[groupKey]*worker{}
+	d.mu.Unlock()
+
+	stopAll(ctx, ws)
+	for _, w := range ws {
+		w.spec.close()
+	}
+	d.log.Info("dispatcher stopped", "triggers", len(ws))
+	return nil
+}
+
+func (d *Dispatcher) isClosed() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.closed
+}
+
+// stopAll stops workers in parallel, so that their shutdown timeouts overlap.
+func stopAll(ctx context.Context, ws []*worker) {
+	var wg sync.WaitGroup
+	for _, w := range ws {
+		wg.Go(func() { w.stop(ctx) })
+	}
+	wg.Wait()
+}
+
+// spec is everything a worker needs, built and validated by plan.
+type spec struct {
+	key  groupKey
+	desc string // "trigger ns/name" or "sensor ns/name trigger t", for errors
+	// fingerprint changes when anything the worker depends on does.
+	fingerprint string
+	filter      filter.Filter
+	target      functions.Target
+	sink        functions.Target // nil without a deadLetterSink
+	policy      delivery.Policy
+}
+
+func (s *spec) close() {
+	if s.filter != nil {
+		s.filter.Close()
+	}
+}
+
+// plan builds a spec for every trigger of snap. On error it releases what it
+// built.
+func (d *Dispatcher) plan(snap *config.Snapshot) (map[groupKey]*spec, error) {
+	brokers := make(map[string]*config.Broker, len(snap.Brokers))
+	for i := range snap.Brokers {
+		b := &snap.Brokers[i]
+		brokers[b.Namespace()+"/"+b.Name()] = b
+	}
+	out := make(map[groupKey]*spec)
+	var errs []error
+	add := func(s *spec, err error) {
+		if err != nil {
+			errs = append(errs, err)
+			return
+		}
+		if s == nil {
+			return
+		}
+		if _, dup := out[s.key]; dup {
+			s.close()
+			errs = append(errs, fmt.Errorf("dispatch: %s: group %q of %q is used twice", s.desc, s.key.group, s.key.topic))
+			return
+		}
+		out[s.key] = s
+	}
+	for i := range snap.Triggers {
+		add(d.triggerSpec(&snap.Triggers[i], brokers))
+	}
+	for i := range snap.Sensors {
+		sn := &snap.Sensors[i]
+		for j := range sn.Spec.Triggers {
+			add(d.sensorSpec(sn, &sn.Spec.Triggers[j], brokers))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		for _, s := range out {
+			s.close()
+		}
+		return nil, err
+	}
+	return out, nil
+}
+
+// triggerSpec builds a Knative Trigger's spec; nil without error when its
+// broker is not configured (Knative keeps such a trigger not ready).
+func (d *Dispatcher) triggerSpec(t *config.Trigger, brokers map[string]*config.Broker) (*spec, error) {
+	ts := &t.Object.Spec
+	topic := t.Namespace() + "/" + ts.Broker
+	desc := fmt.Sprintf("trigger %s/%s", t.Namespace(), t.Name())
+	b, ok := brokers[topic]
+	if !ok {
+		d.log.Warn("trigger's broker is not configured; trigger not run", "broker", topic, "trigger", t.Name())
+		return nil, nil
+	}
+	var brokerDelivery *duckv1.DeliverySpec
+	if b.Object != nil {
+		brokerDelivery = b.Object.Spec.Delivery
+	}
+	if ts.Subscriber.URI == nil {
+		return nil, fmt.Errorf("dispatch: %s: spec.subscriber.uri: required (a ref is resolved only in a cluster)", desc)
+	}
+	s := &spec{
+		key:  groupKey{topic: topic, group: "trigger." + t.Name()},
+		desc: desc,
+	}
+	fp, err := fingerprint(ts, brokerDelivery)
+	if err != nil {
+		return nil, fmt.Errorf("dispatch: %s: %w", desc, err)
+	}
+	s.fingerprint = fp
+	if s.policy, err = delivery.Resolve(brokerDelivery, ts.Delivery); err != nil {
+		return nil, fmt.Errorf("dispatch: %s: %w", desc, err)
+	}
+	tcfg := httptarget.Config{URL: ts.Subscriber.URI.String(), Structured: s.policy.Structured, Client: d.cfg.HTTPClient}
+	if s.target, err = httptarget.New(tcfg); err != nil {
+		return nil, fmt.Errorf("dispatch: %s: spec.subscriber.uri: %w", desc, err)
+	}
+	if s.sink, err = d.sinkTarget(s.policy); err != nil {
+		return nil, fmt.Errorf("dispatch: %s: %w", desc, err)
+	}
+	if s.filter, err = filter.ForTrigger(ts); err != nil {
+		return nil, fmt.Errorf("dispatch: %s: %w", desc, err)
+	}
+	return s, nil
+}
+
+// sensorSpec builds the spec of one Sensor trigger. With a single dependency
+// the trigger forwards each event its filter matches, unchanged, when its
+// conditions hold with that dependency present.
+//
+// TODO(correlation): sensors with several dependencies need correlation state
+// per trigger; until it exists they are refused with ErrUnsupported.
+func (d *Dispatcher) sensorSpec(sn *config.Sensor, st *config.SensorTrigger,
+	brokers map[string]*config.Broker) (*spec, error) {
+	topic := sn.Namespace() + "/" + sn.Spec.Broker
+	desc := fmt.Sprintf("sensor %s/%s trigger %s", sn.Namespace(), sn.Name(), st.Name)
+	b, ok := brokers[topic]
+	if !ok {
+		d.log.Warn("sensor's broker is not configured; sensor trigger not run",
+			"broker", topic, "trigger", "sensor."+sn.Name()+"."+st.Name)
+		return nil, nil
+	}
+	deps := sn.Spec.Dependencies
+	if len(deps) != 1 {
+		return nil, fmt.Errorf("dispatch: %s: %d dependencies: only one is supported: %w", desc, len(deps), ErrUnsupported)
+	}
+	if st.HTTP == nil {
+		return nil, fmt.Errorf("dispatch: %s: http: required (the only target kind supported): %w", desc, ErrUnsupported)
+	}
+	var brokerDelivery *duckv1.DeliverySpec
+	if b.Object != nil {
+		brokerDelivery = b.Object.Spec.Delivery
+	}
+
+	s := &spec{
+		key:  groupKey{topic: topic, group: "sensor." + sn.Name() + "." + st.Name},
+		desc: desc,
+	}
+	var err error
+	if s.fingerprint, err = fingerprint(deps, st, brokerDelivery); err != nil {
+		return nil, fmt.Errorf("dispatch: %s: %w", desc, err)
+	}
+	if s.policy, err = delivery.Resolve(brokerDelivery, st.Delivery); err != nil {
+		return nil, fmt.Errorf("dispatch: %s: %w", desc, err)
+	}
+	tcfg := httptarget.Config{URL: st.HTTP.URL, Method: strings.ToUpper(st.HTTP.Method), Headers: st.HTTP.Headers,
+		Structured: s.policy.Structured, Client: d.cfg.HTTPClient}
+	if s.target, err = httptarget.New(tcfg); err != nil {
+		return nil, fmt.Errorf("dispatch: %s: http: %w", desc, err)
+	}
+	if s.sink, err = d.sinkTarget(s.policy); err != nil {
+		return nil, fmt.Errorf("dispatch: %s: %w", desc, err)
+	}
+
+	cond, err := celexpr.CompileConditions(st.Conditions, []string{deps[0].Name})
+	if err != nil {
+		return nil, fmt.Errorf("dispatch: %s: conditions: %w", desc, err)
+	}
+	fires, err := cond.Eval(func(string) bool { return true })
+	if err != nil {
+		return nil, fmt.Errorf("dispatch: %s: conditions: %w", desc, err)
+	}
+	x, err := celexpr.Compile(deps[0].Filter)
+	if err != nil {
+		return nil, fmt.Errorf("dispatch: %s: dependency %s: filter: %w", desc, deps[0].Name, err)
+	}
+	s.filter = filter.CEL(x)
+	if !fires {
+		d.log.Warn("sensor trigger's conditions never hold; it will deliver nothing",
+			"broker", topic, "trigger", s.key.group, "conditions", cond.String())
+		s.filter = filter.None()
+	}
+	return s, nil
+}
+
+func (d *Dispatcher) sinkTarget(p delivery.Policy) (functions.Target, error) {
+	if p.DeadLetterSink == "" {
+		return nil, nil
+	}
+	t, err := httptarget.New(httptarget.Config{URL: p.DeadLetterSink, Structured: p.Structured, Client: d.cfg.HTTPClient})
+	if err != nil {
+		return nil, fmt.Errorf("deadLetterSink: %w", err)
+	}
+	return t, nil
+}
+
+// fingerprint serialises the parts of the configuration a worker depends on.
+func fingerprint(parts ...any) (string, error) {
+	b, err := json.Marshal(parts)
+	if err != nil {
+		return "", fmt.Errorf("fingerprint: %w", err)
+	}
+	return string(b), nil
+}
