@@ -39,6 +39,9 @@ type Config struct {
 	// PublishTimeout bounds how long a request waits for the bus before it is
 	// answered 503. Zero means 10s.
 	PublishTimeout time.Duration
+	// Webhooks, when set, serves POST /webhooks/{namespace}/{source}: the
+	// endpoints of webhook event sources. Nil answers 404 there.
+	Webhooks http.Handler
 	// Ready reports whether the rest of the process is ready (config loaded,
 	// every trigger's group in place). Nil means always ready.
 	Ready func() bool
@@ -125,6 +128,9 @@ func New(cfg Config) (*Server, error) {
 	r.Get("/healthz", func(w http.ResponseWriter, _ *http.Request) { writeText(w, http.StatusOK, "ok") })
 	r.Get("/readyz", s.readyz)
 	r.Handle("/metrics", promhttp.HandlerFor(cfg.Registry, promhttp.HandlerOpts{Registry: cfg.Registry}))
+	if cfg.Webhooks != nil {
+		r.Mount("/webhooks", cfg.Webhooks)
+	}
 	r.Route("/{namespace}/{broker}", func(r chi.Router) {
 		r.Post("/", s.ingest)
 		r.Options("/", s.options)
