@@ -440,7 +440,7 @@ func (d *Dispatcher) triggerSpec(t *config.Trigger, brokers map[string]*config.B
 		return nil, fmt.Errorf("dispatch: %s: spec.subscriber.uri: required (a ref is resolved only in a cluster)", desc)
 	}
 	s := &spec{
-		key:  groupKey{topic: topic, group: "trigger." + t.Name()},
+		key:  groupKey{topic: topic, group: TriggerGroup(t.Name())},
 		desc: desc,
 	}
 	fp, err := fingerprint(ts, brokerDelivery)
@@ -477,7 +477,7 @@ func (d *Dispatcher) sensorSpec(sn *config.Sensor, st *config.SensorTrigger,
 	b, ok := brokers[topic]
 	if !ok {
 		d.log.Warn("sensor's broker is not configured; sensor trigger not run",
-			"broker", topic, "trigger", "sensor."+sn.Name()+"."+st.Name)
+			"broker", topic, "trigger", SensorGroup(sn.Name(), st.Name))
 		return nil, nil
 	}
 	deps := sn.Spec.Dependencies
@@ -493,7 +493,7 @@ func (d *Dispatcher) sensorSpec(sn *config.Sensor, st *config.SensorTrigger,
 	}
 
 	s := &spec{
-		key:  groupKey{topic: topic, group: "sensor." + sn.Name() + "." + st.Name},
+		key:  groupKey{topic: topic, group: SensorGroup(sn.Name(), st.Name)},
 		desc: desc,
 	}
 	var err error
@@ -552,3 +552,10 @@ func fingerprint(parts ...any) (string, error) {
 	}
 	return string(b), nil
 }
+
+// TriggerGroup is the consumer group of the Knative Trigger named name on its
+// broker's topic.
+func TriggerGroup(name string) string { return "trigger." + name }
+
+// SensorGroup is the consumer group of one trigger of a Sensor.
+func SensorGroup(sensor, trigger string) string { return "sensor." + sensor + "." + trigger }

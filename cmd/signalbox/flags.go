@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -11,11 +12,11 @@ import (
 
 // bindEnv makes every flag of cmd that was not given on the command line take
 // its value from SIGNALBOX_<FLAG> (dashes become underscores), so each flag
-// can also be set from the environment.
-func bindEnv(cmd *cobra.Command) error {
+// can also be set from the environment. With names, only those flags do.
+func bindEnv(cmd *cobra.Command, names ...string) error {
 	var err error
 	cmd.Flags().VisitAll(func(f *pflag.Flag) {
-		if err != nil || f.Changed || f.Name == "help" {
+		if err != nil || f.Changed || !envBound(f.Name, names) {
 			return
 		}
 		name := envName(f.Name)
@@ -39,11 +40,16 @@ func envName(flag string) string {
 	return "SIGNALBOX_" + strings.ToUpper(strings.ReplaceAll(flag, "-", "_"))
 }
 
-// annotateEnv appends "(env NAME)" to each flag's usage so --help shows it.
-func annotateEnv(cmd *cobra.Command) {
+// annotateEnv appends "(env NAME)" to the usage of the flags bindEnv binds
+// with the same names, so --help shows them.
+func annotateEnv(cmd *cobra.Command, names ...string) {
 	cmd.Flags().VisitAll(func(f *pflag.Flag) {
-		if f.Name != "help" {
+		if envBound(f.Name, names) {
 			f.Usage += " (env " + envName(f.Name) + ")"
 		}
 	})
+}
+
+func envBound(flag string, names []string) bool {
+	return flag != "help" && (len(names) == 0 || slices.Contains(names, flag))
 }

@@ -18,7 +18,7 @@ func main() {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newServeCmd(), newReceiveCmd(), newValidateCmd(), newSendCmd(), newVersionCmd())
+	root.AddCommand(newServeCmd(), newReceiveCmd(), newValidateCmd(), newSendCmd(), newDLQCmd(), newVersionCmd())
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "signalbox:", err)
 		os.Exit(exitCode(err))

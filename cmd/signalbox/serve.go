@@ -29,16 +29,32 @@ import (
 // serveOptions are the flags of `signalbox serve`; see DESIGN's command-line
 // table and the README.
 type serveOptions struct {
+	bus             busOptions
 	addr            string
 	configPaths     []string
-	bus             string
-	dataDir         string
 	logLevel        string
 	replicaID       string
 	lease           time.Duration
 	shutdownTimeout time.Duration
 	maxBodyBytes    int64
-	natsListen      string
+}
+
+// busFlags names the flags of busOptions.
+var busFlags = []string{"bus", "data-dir", "nats-listen"}
+
+// busOptions are the flags that choose and open the event bus; serve and
+// dlq share them.
+type busOptions struct {
+	url        string
+	dataDir    string
+	natsListen string
+}
+
+func (o *busOptions) addFlags(cmd *cobra.Command) {
+	f := cmd.Flags()
+	f.StringVar(&o.url, "bus", "embedded", "event bus: redis://host:port/db, rediss://..., nats://host:port or embedded")
+	f.StringVar(&o.dataDir, "data-dir", "./data", "where the embedded bus keeps its files")
+	f.StringVar(&o.natsListen, "nats-listen", "", "expose the embedded JetStream on this address")
 }
 
 func newServeCmd() *cobra.Command {
@@ -55,12 +71,11 @@ func newServeCmd() *cobra.Command {
 			return serve(cmd.Context(), o)
 		},
 	}
+	o.bus.addFlags(cmd)
 	f := cmd.Flags()
 	f.StringVar(&o.addr, "addr", ":8080", "HTTP listen address")
 	f.StringSliceVar(&o.configPaths, "config", []string{"./signalbox.yaml"},
 		"YAML file or directory of Broker, Trigger and Sensor objects; repeatable; reloaded on change")
-	f.StringVar(&o.bus, "bus", "embedded", "event bus: redis://host:port/db, rediss://..., nats://host:port or embedded")
-	f.StringVar(&o.dataDir, "data-dir", "./data", "where the embedded bus keeps its files")
 	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	f.StringVar(&o.replicaID, "replica-id", host,
 		"this replica's consumer name in the bus; replicas on one host need distinct ids")
@@ -69,7 +84,6 @@ func newServeCmd() *cobra.Command {
 	f.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 10*time.Second,
 		"on SIGTERM: time for in-flight attempts before the rest are handed back")
 	f.Int64Var(&o.maxBodyBytes, "max-body-bytes", gateway.DefaultMaxBodyBytes, "largest request the ingress reads")
-	f.StringVar(&o.natsListen, "nats-listen", "", "expose the embedded JetStream on this address")
 	annotateEnv(cmd)
 	return cmd
 }
@@ -82,21 +96,23 @@ func newLogger(level string) (*slog.Logger, error) {
 	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: l})), nil
 }
 
-// openBus connects to the bus named by --bus.
-func openBus(ctx context.Context, o *serveOptions, log *slog.Logger) (broker.Bus, error) {
+// open connects to the bus named by --bus.
+func (o *busOptions) open(ctx context.Context, log *slog.Logger) (broker.Bus, error) {
 	switch {
-	case strings.HasPrefix(o.bus, "redis://"), strings.HasPrefix(o.bus, "rediss://"):
+	case strings.HasPrefix(o.url, "redis://"), strings.HasPrefix(o.url, "rediss://"):
 		redis.SetLogger(redisLogger{log})
-		bus, err := redisbus.New(ctx, redisbus.Config{URL: o.bus, Logger: log})
+		bus, err := redisbus.New(ctx, redisbus.Config{URL: o.url, Logger: log})
 		if err != nil {
-			return nil, fmt.Errorf("--bus %s: %w (is Redis running? start it with `redis-server` or pick another --bus)", o.bus, err)
+			return nil, fmt.Errorf("--bus %s: %w (is Redis running? start it with `redis-server` or pick another --bus)",
+				redactURL(o.url), err)
 		}
 		return bus, nil
-	case o.bus == "embedded", strings.HasPrefix(o.bus, "nats://"):
+	case o.url == "embedded", strings.HasPrefix(o.url, "nats://"):
 		return nil, fmt.Errorf("--bus %s: the embedded and NATS buses are not available in this build; "+
-			"run Redis and pass --bus redis://127.0.0.1:6379/0 (or set SIGNALBOX_BUS)", o.bus)
+			"run Redis and pass --bus redis://127.0.0.1:6379/0 (or set SIGNALBOX_BUS)", redactURL(o.url))
 	}
-	return nil, fmt.Errorf("--bus %q: use redis://host:port/db, rediss://host:port/db, nats://host:port or embedded", o.bus)
+	return nil, fmt.Errorf("--bus %q: use redis://host:port/db, rediss://host:port/db, nats://host:port or embedded",
+		redactURL(o.url))
 }
 
 func serve(ctx context.Context, o *serveOptions) error {
@@ -110,12 +126,12 @@ func serve(ctx context.Context, o *serveOptions) error {
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	bus, err := openBus(ctx, o, log)
+	bus, err := o.bus.open(ctx, log)
 	if err != nil {
 		return err
 	}
 	defer bus.Close()
-	log.Info("bus connected", "bus", redactURL(o.bus))
+	log.Info("bus connected", "bus", redactURL(o.bus.url))
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
