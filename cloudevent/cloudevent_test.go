@@ -171,7 +171,8 @@ func TestPrepareIngressTTL(t *testing.T) {
 		{"not an integer gets the default", "many", "255", nil},
 		{"decremented", "10", "9", nil},
 		{"integer extension decremented", int32(3), "2", nil},
-		{"one is used up", "1", "", ErrTTLExpired},
+		{"one allows a last delivery", "1", "0", nil},
+		{"negative is refused", "-3", "", ErrTTLExpired},
 		{"zero is refused", "0", "", ErrTTLExpired},
 	}
 	for _, tt := range tests {

@@ -347,10 +347,12 @@ func extensionValue(raw json.RawMessage) (string, error) {
 }
 
 // PrepareIngress readies a parsed event for the bus: it normalises extension
-// values to strings, validates the event, applies the TTL (an event without a
-// valid knativebrokerttl gets DefaultTTL; otherwise it is decremented and
-// ErrTTLExpired returned when nothing is left) and stamps
-// knativearrivaltime with now.
+// values to strings, validates the event, applies the TTL and stamps
+// knativearrivaltime with now. An event without an integer knativebrokerttl
+// gets DefaultTTL; one with a TTL of 0 or less is refused with ErrTTLExpired;
+// any other is stored with its TTL decremented. A TTL of n thus allows n
+// deliveries along a chain of replies: replies inherit the TTL of the event
+// they answer.
 func PrepareIngress(e *event.Event, now time.Time) error {
 	for name, v := range e.Extensions() {
 		if _, ok := v.(string); ok {
@@ -371,7 +373,7 @@ func PrepareIngress(e *event.Event, now time.Time) error {
 	switch {
 	case !ok:
 		ttl = DefaultTTL
-	case ttl <= 1:
+	case ttl <= 0:
 		return ErrTTLExpired
 	default:
 		ttl--

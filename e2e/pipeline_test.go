@@ -276,12 +276,12 @@ spec:
 		t.Fatalf("reply = %v", e)
 	}
 
-	// A loop that starts with a TTL of 5 is stopped after a few hops.
+	// A loop that starts with a TTL of 5 is stopped after 5 deliveries.
 	postEvent(t, gw.URL+"/default/default", ce("loop-0", "com.example.loop", "ce-knativebrokerttl", "5"), `{}`)
-	looper.WaitFor(t, 4, 10*time.Second)
-	final := looper.Quiet(t, 4, time.Second)
-	if len(final) != 4 {
-		t.Fatalf("loop ran %d hops (last handler call %d), want 4 with a TTL of 5", len(final), loops)
+	looper.WaitFor(t, 5, 10*time.Second)
+	final := looper.Quiet(t, 5, time.Second)
+	if len(final) != 5 {
+		t.Fatalf("loop ran %d hops (last handler call %d), want 5 with a TTL of 5", len(final), loops)
 	}
 }
 

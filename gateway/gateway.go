@@ -175,6 +175,10 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 
 // options answers the CloudEvents webhook abuse-protection handshake.
 func (s *Server) options(w http.ResponseWriter, r *http.Request) {
+	if topic := chi.URLParam(r, "namespace") + "/" + chi.URLParam(r, "broker"); !(*s.brokers.Load())[topic] {
+		writeError(w, http.StatusNotFound, "no broker "+topic)
+		return
+	}
 	h := w.Header()
 	h.Set("Allow", "POST, OPTIONS")
 	if origin := r.Header.Get("WebHook-Request-Origin"); origin != "" {

@@ -230,6 +230,7 @@ func TestIngressMethodsAndProbes(t *testing.T) {
 					t.Errorf("WebHook-Allowed-Origin = %q", got)
 				}
 			}},
+		{"OPTIONS", "/default/nope", map[string]string{"WebHook-Request-Origin": "x.example.com"}, 404, nil},
 		{"GET", "/healthz", nil, 200, nil},
 		{"GET", "/readyz", nil, 200, nil},
 		{"GET", "/metrics", nil, 200, func(t *testing.T, _ *http.Response, body string) {

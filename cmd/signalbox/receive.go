@@ -32,8 +32,8 @@ func newReceiveCmd() *cobra.Command {
 		Short: "Run an HTTP subscriber that prints the CloudEvents it receives",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := bindEnv(cmd); err != nil {
-				return err
+			if status < 200 || status > 599 {
+				return fmt.Errorf("--status %d: use an HTTP status from 200 to 599", status)
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
@@ -42,7 +42,6 @@ func newReceiveCmd() *cobra.Command {
 	}
 	cmd.Flags().StringVar(&addr, "addr", "127.0.0.1:9090", "HTTP listen address")
 	cmd.Flags().IntVar(&status, "status", http.StatusOK, "HTTP status to answer every event with")
-	annotateEnv(cmd)
 	return cmd
 }
 

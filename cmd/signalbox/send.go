@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -72,6 +73,9 @@ func send(ctx context.Context, url string, o *sendOptions, out io.Writer) error 
 		e.SetExtension(name, value)
 	}
 	data := []byte(o.data)
+	if o.dataFile != "" && o.data != "" {
+		return fmt.Errorf("--data and --data-file: give one of them")
+	}
 	if o.dataFile != "" {
 		var err error
 		if o.dataFile == "-" {
@@ -84,6 +88,9 @@ func send(ctx context.Context, url string, o *sendOptions, out io.Writer) error 
 		}
 	}
 	if len(data) > 0 {
+		if (o.ctype == "application/json" || strings.HasSuffix(o.ctype, "+json")) && !json.Valid(data) {
+			return fmt.Errorf("the data is not valid JSON; fix it or pass --content-type (for example text/plain)")
+		}
 		e.SetDataContentType(o.ctype)
 		e.DataEncoded = data
 	}

@@ -40,7 +40,7 @@ type serveOptions struct {
 }
 
 // busFlags names the flags of busOptions.
-var busFlags = []string{"bus", "data-dir", "nats-listen"}
+var busFlags = []string{"bus", "data-dir", "nats-listen", "broker-capacity"}
 
 // busOptions are the flags that choose and open the event bus; serve and
 // dlq share them.
@@ -48,6 +48,7 @@ type busOptions struct {
 	url        string
 	dataDir    string
 	natsListen string
+	capacity   int64
 }
 
 func (o *busOptions) addFlags(cmd *cobra.Command) {
@@ -55,6 +56,8 @@ func (o *busOptions) addFlags(cmd *cobra.Command) {
 	f.StringVar(&o.url, "bus", "embedded", "event bus: redis://host:port/db, rediss://..., nats://host:port or embedded")
 	f.StringVar(&o.dataDir, "data-dir", "./data", "where the embedded bus keeps its files")
 	f.StringVar(&o.natsListen, "nats-listen", "", "expose the embedded JetStream on this address")
+	f.Int64Var(&o.capacity, "broker-capacity", redisbus.DefaultMaxLen,
+		"most events a broker keeps; when its slowest trigger falls this far behind, the ingress answers 429")
 }
 
 func newServeCmd() *cobra.Command {
@@ -101,7 +104,7 @@ func (o *busOptions) open(ctx context.Context, log *slog.Logger) (broker.Bus, er
 	switch {
 	case strings.HasPrefix(o.url, "redis://"), strings.HasPrefix(o.url, "rediss://"):
 		redis.SetLogger(redisLogger{log})
-		bus, err := redisbus.New(ctx, redisbus.Config{URL: o.url, Logger: log})
+		bus, err := redisbus.New(ctx, redisbus.Config{URL: o.url, MaxLen: o.capacity, Logger: log})
 		if err != nil {
 			return nil, fmt.Errorf("--bus %s: %w (is Redis running? start it with `redis-server` or pick another --bus)",
 				redactURL(o.url), err)
@@ -122,6 +125,15 @@ func serve(ctx context.Context, o *serveOptions) error {
 	}
 	if o.replicaID == "" {
 		return errors.New("--replica-id must not be empty")
+	}
+	if o.lease <= 0 {
+		return fmt.Errorf("--lease %v: must be positive (and the same on every replica)", o.lease)
+	}
+	if o.maxBodyBytes <= 0 {
+		return fmt.Errorf("--max-body-bytes %d: must be positive", o.maxBodyBytes)
+	}
+	if o.bus.capacity <= 0 {
+		return fmt.Errorf("--broker-capacity %d: must be positive", o.bus.capacity)
 	}
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -160,11 +172,27 @@ func serve(ctx context.Context, o *serveOptions) error {
 		return err
 	}
 
+	// Bind early so a busy port fails fast, but serve only once the first
+	// config is applied: until then connections wait in the backlog instead
+	// of being told that their broker does not exist.
+	ln, err := net.Listen("tcp", o.addr)
+	if err != nil {
+		return fmt.Errorf("--addr %s: %w", o.addr, err)
+	}
+	defer ln.Close()
+
 	// Triggers get their consumer groups before their broker accepts events,
 	// so no accepted event can be missed by a trigger defined with it.
+	firstApply := make(chan error, 1)
+	first := true
 	apply := func(snap *config.Snapshot) {
-		if err := disp.Apply(ctx, snap); err != nil {
-			log.Error("config not applied", "err", err)
+		err := disp.Apply(ctx, snap)
+		if first {
+			first = false
+			firstApply <- err
+		}
+		if err != nil {
+			log.Error("config not applied; the previous one stays in force", "err", err)
 			return
 		}
 		names := make([]string, 0, len(snap.Brokers))
@@ -179,11 +207,18 @@ func serve(ctx context.Context, o *serveOptions) error {
 	watcher := &config.Watcher{Paths: o.configPaths, Logger: log, OnChange: apply}
 	watchErr := make(chan error, 1)
 	go func() { watchErr <- watcher.Run(ctx) }()
-
-	ln, err := net.Listen("tcp", o.addr)
-	if err != nil {
-		return fmt.Errorf("--addr %s: %w", o.addr, err)
+	select {
+	case err := <-firstApply:
+		if err != nil {
+			return fmt.Errorf("config: %w", err)
+		}
+	case err := <-watchErr:
+		if err == nil {
+			return ctx.Err()
+		}
+		return fmt.Errorf("config: %w", err)
 	}
+
 	srv := &http.Server{Handler: gw.Handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
 	srvErr := make(chan error, 1)
 	go func() { srvErr <- srv.Serve(ln) }()
