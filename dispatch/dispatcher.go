@@ -41,6 +41,7 @@ const (
 	DefaultLease           = 30 * time.Second
 	DefaultMaxInFlight     = 100
 	DefaultShutdownTimeout = 10 * time.Second
+	DefaultRemovalGrace    = time.Minute
 )
 
 // ErrClosed is returned by Apply after Close.
@@ -79,6 +80,13 @@ type Config struct {
 	// lets in-flight attempts run before cutting them short. Zero means
 	// DefaultShutdownTimeout (10s).
 	ShutdownTimeout time.Duration
+
+	// RemovalGrace is how long the group of a removed trigger is kept before
+	// it is deleted with its undelivered events. A trigger that comes back
+	// within it (a config file rewritten in two steps, a rename undone)
+	// resumes where it stopped instead of losing those events. Zero means
+	// DefaultRemovalGrace (1m); negative deletes at once.
+	RemovalGrace time.Duration
 
 	// Logger receives lifecycle at Info, failed attempts at Warn, dead
 	// letters at Error and per-event lines at Debug. Nil discards.
@@ -124,6 +132,9 @@ func (c Config) validate() (Config, error) {
 	if c.ShutdownTimeout == 0 {
 		c.ShutdownTimeout = DefaultShutdownTimeout
 	}
+	if c.RemovalGrace == 0 {
+		c.RemovalGrace = DefaultRemovalGrace
+	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
@@ -143,7 +154,8 @@ type Dispatcher struct {
 
 	mu      sync.Mutex
 	workers map[groupKey]*worker
-	orphans map[groupKey]bool // removed groups whose DeleteGroup failed
+	orphans map[groupKey]time.Time // groups of removed triggers, by removal time, not yet deleted
+	sweep   chan struct{}          // closed by Close to stop the orphan sweeper
 	applied bool
 	closed  bool
 }
@@ -161,22 +173,26 @@ func New(cfg Config) (*Dispatcher, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Dispatcher{
+	d := &Dispatcher{
 		cfg:     cfg,
 		log:     cfg.Logger,
 		m:       m,
 		workers: make(map[groupKey]*worker),
-		orphans: make(map[groupKey]bool),
+		orphans: make(map[groupKey]time.Time),
 		closing: make(chan struct{}),
-	}, nil
+		sweep:   make(chan struct{}),
+	}
+	go d.sweepOrphans()
+	return d, nil
 }
 
 // Apply makes the running triggers those of snap. It first builds every
 // trigger (filters, targets, delivery policy) and, if one is invalid, returns
 // an error and changes nothing. Then it stops the workers of removed triggers
-// and deletes their groups, restarts the workers of changed triggers on their
-// existing groups, and starts workers for new triggers, whose groups start at
-// the end of the log. It returns once every new group exists, so an event
+// (their groups are deleted after Config.RemovalGrace unless the trigger
+// comes back), restarts the workers of changed triggers on their existing
+// groups, and starts workers for new triggers, whose groups start at the end
+// of the log. It returns once every new group exists, so an event
 // published after Apply returns reaches every trigger; when ctx ends first it
 // returns an error and the missing groups keep being created in the
 // background (Ready reports when they are). Triggers of a broker missing from
@@ -197,7 +213,8 @@ func (d *Dispatcher) Apply(ctx context.Context, snap *config.Snapshot) error {
 
 	removed, changed := d.diff(desired)
 	d.retire(ctx, removed, changed)
-	d.deleteOrphans(ctx, desired)
+	d.adoptOrphans(desired)
+	d.deleteOrphans(ctx)
 	return d.startAndWait(ctx, desired)
 }
 
@@ -226,9 +243,10 @@ func (d *Dispatcher) diff(desired map[groupKey]*spec) (removed, changed []*worke
 func (d *Dispatcher) retire(ctx context.Context, removed, changed []*worker) {
 	stopAll(ctx, slices.Concat(removed, changed))
 	d.mu.Lock()
+	now := time.Now()
 	for _, w := range removed {
 		delete(d.workers, w.spec.key)
-		d.orphans[w.spec.key] = true
+		d.orphans[w.spec.key] = now
 	}
 	for _, w := range changed {
 		delete(d.workers, w.spec.key)
@@ -238,7 +256,8 @@ func (d *Dispatcher) retire(ctx context.Context, removed, changed []*worker) {
 	for _, w := range removed {
 		w.spec.close()
 		d.m.forget(w.spec.key.topic, w.spec.key.group)
-		d.log.Info("trigger removed", "broker", w.spec.key.topic, "trigger", w.spec.key.group)
+		d.log.Info("trigger removed; its group and undelivered events are deleted unless it comes back",
+			"broker", w.spec.key.topic, "trigger", w.spec.key.group, "grace", d.cfg.RemovalGrace)
 	}
 	for _, w := range changed {
 		w.spec.close()
@@ -271,29 +290,63 @@ func (d *Dispatcher) startAndWait(ctx context.Context, desired map[groupKey]*spe
 	return nil
 }
 
-// deleteOrphans deletes the groups of removed triggers. A failure is logged
-// and retried by the next Apply: a forgotten group would hold back the log's
-// retention forever. A group that is wanted again is deleted before it is
-// recreated, so that the new trigger starts at the end of the log.
-func (d *Dispatcher) deleteOrphans(ctx context.Context, desired map[groupKey]*spec) {
+// adoptOrphans keeps the group of a removed trigger that is wanted again
+// within the grace period: the trigger resumes where it stopped.
+func (d *Dispatcher) adoptOrphans(desired map[groupKey]*spec) {
 	d.mu.Lock()
-	keys := make([]groupKey, 0, len(d.orphans))
-	for k := range d.orphans {
-		keys = append(keys, k)
+	defer d.mu.Unlock()
+	for k := range desired {
+		if _, ok := d.orphans[k]; ok {
+			delete(d.orphans, k)
+			d.log.Info("removed trigger is back; it resumes its group", "broker", k.topic, "trigger", k.group)
+		}
+	}
+}
+
+// deleteOrphans deletes the groups of triggers removed longer than the grace
+// period ago. A failure is logged and retried by the next sweep: a forgotten
+// group would hold back the log's retention forever.
+func (d *Dispatcher) deleteOrphans(ctx context.Context) {
+	d.mu.Lock()
+	var keys []groupKey
+	for k, at := range d.orphans {
+		if time.Since(at) >= d.cfg.RemovalGrace {
+			keys = append(keys, k)
+		}
 	}
 	d.mu.Unlock()
 
 	for _, k := range keys {
 		err := d.cfg.Bus.DeleteGroup(ctx, k.topic, k.group)
-		d.mu.Lock()
-		if err == nil {
-			delete(d.orphans, k)
-		}
-		d.mu.Unlock()
 		if err != nil {
-			_, wanted := desired[k]
-			d.log.Warn("cannot delete the group of a removed trigger; will retry on the next reload",
-				"broker", k.topic, "trigger", k.group, "recreated", wanted, "err", err)
+			d.log.Warn("cannot delete the group of a removed trigger; will retry", "broker", k.topic,
+				"trigger", k.group, "err", err)
+			continue
+		}
+		d.mu.Lock()
+		delete(d.orphans, k)
+		d.mu.Unlock()
+		d.log.Info("deleted the group of a removed trigger", "broker", k.topic, "trigger", k.group)
+	}
+}
+
+// sweepOrphans deletes expired orphan groups between Applies, until Close.
+func (d *Dispatcher) sweepOrphans() {
+	every := min(max(d.cfg.RemovalGrace/4, 10*time.Millisecond), 10*time.Second)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-d.sweep:
+			return
+		case <-t.C:
+			d.applyMu.Lock()
+			if !d.isClosed() {
+				ctx, cancel := context.WithTimeout(context.Background(), busOpTimeout)
+				d.deleteOrphans(ctx)
+				cancel()
+			}
+			d.applyMu.Unlock()
 		}
 	}
 }
@@ -324,7 +377,7 @@ func (d *Dispatcher) Ready() bool {
 // Groups are kept. An Apply waiting for groups returns ErrClosed. Close does
 // not close the Bus; calling it again does nothing.
 func (d *Dispatcher) Close(ctx context.Context) error {
-	d.closeOnce.Do(func() { close(d.closing) })
+	d.closeOnce.Do(func() { close(d.closing); close(d.sweep) })
 	d.applyMu.Lock()
 	defer d.applyMu.Unlock()
 	d.mu.Lock()

@@ -548,12 +548,12 @@ func TestUndecodablePayload(t *testing.T) {
 }
 
 // TestApplyLifecycle: a changed trigger keeps its group, a removed one loses
-// it (so when it comes back it starts at the end of the log), and an invalid
-// configuration changes nothing.
+// it after the grace period (so when it comes back it starts at the end of
+// the log), and an invalid configuration changes nothing.
 func TestApplyLifecycle(t *testing.T) {
 	t.Parallel()
 	bus := newBus(t)
-	d, _ := newDispatcher(t, Config{Bus: bus})
+	d, _ := newDispatcher(t, Config{Bus: bus, RemovalGrace: 50 * time.Millisecond})
 	if d.Ready() {
 		t.Fatal("ready before Apply")
 	}
@@ -592,6 +592,11 @@ func TestApplyLifecycle(t *testing.T) {
 	apply(t, d, snapshot(nil, trigger("other", other.URL(), nil)))
 	publish(t, bus, newEvent("l-4", "t", `{}`))
 	eventually(t, 5*time.Second, "l-4 at the remaining trigger", func() bool { return len(other.of("l-4")) == 1 })
+	eventually(t, 5*time.Second, "the removed trigger's group deleted", func() bool {
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		return len(d.orphans) == 0
+	})
 	apply(t, d, snapshot(nil, trigger("life", moved.URL(), nil), trigger("other", other.URL(), nil)))
 	publish(t, bus, newEvent("l-5", "t", `{}`))
 	eventually(t, 5*time.Second, "l-5", func() bool { return len(moved.of("l-5")) == 1 })
@@ -609,6 +614,23 @@ func TestApplyLifecycle(t *testing.T) {
 	if !d.Ready() {
 		t.Fatal("not ready with a trigger of an unknown broker")
 	}
+}
+
+// TestRemovedTriggerBackWithinGraceResumes: a trigger removed and restored
+// within the grace period loses nothing, not even events published while it
+// was gone.
+func TestRemovedTriggerBackWithinGraceResumes(t *testing.T) {
+	t.Parallel()
+	bus := newBus(t)
+	d, _ := newDispatcher(t, Config{Bus: bus})
+	sub, other := newRecorder(t, nil), newRecorder(t, nil)
+	both := snapshot(nil, trigger("flaky", sub.URL(), nil), trigger("other", other.URL(), nil))
+	apply(t, d, both)
+	apply(t, d, snapshot(nil, trigger("other", other.URL(), nil)))
+	publish(t, bus, newEvent("g-1", "t", `{}`))
+	eventually(t, 5*time.Second, "g-1 at the remaining trigger", func() bool { return len(other.of("g-1")) == 1 })
+	apply(t, d, both)
+	eventually(t, 5*time.Second, "g-1 at the restored trigger", func() bool { return len(sub.of("g-1")) == 1 })
 }
 
 // TestApplyWaitsForGroups: while the bus is down Apply cannot create the
