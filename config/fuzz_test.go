@@ -113,6 +113,6 @@ func TestLoadMixedFile(t *testing.T) {
 		{19, "spec.delivery.backoffDelay", `invalid ISO-8601 duration "5s"`, ""},
 		{29, "spec.dependencies[0].filter", "Syntax error", "Sensor default/radar"},
 		{32, "spec.triggers[0].conditions", `unknown dependency "plate"`, ""},
-		{36, "kind", "EventSource is not supported yet", ""},
+		{38, "spec.github.secretFrom", "a secret is required", "EventSource default/gh"},
 	})
 }

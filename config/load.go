@@ -19,8 +19,8 @@ import (
 	eventingv1 "knative.dev/eventing/pkg/apis/eventing/v1"
 )
 
-// KindEventSource is the kind of event source objects, which a later release
-// will load; for now the loader refuses them with a clear message.
+// KindEventSource is the kind of event source objects. Their webhook kinds
+// are loaded; the others are refused with a clear message.
 const KindEventSource = "EventSource"
 
 // kindVersions maps every kind the loader knows to its API version.
@@ -266,6 +266,8 @@ func (l *loader) document(file string, doc *yaml.Node) {
 		obj = new(eventingv1.Trigger)
 	case KindSensor:
 		obj = new(Sensor)
+	case KindEventSource:
+		obj = new(EventSource)
 	}
 	ok := c.decodeObject(root, obj)
 	// Define the name even when the object is broken, so that references to
@@ -292,6 +294,11 @@ func (l *loader) document(file string, doc *yaml.Node) {
 		if o.Spec.Broker != "" {
 			l.refs = append(l.refs, brokerRef{c, o.Metadata.Namespace, o.Spec.Broker, false})
 		}
+	case *EventSource:
+		checkEventSource(c, o)
+		o.Origin = origin
+		l.snap.EventSources = append(l.snap.EventSources, *o)
+		l.refs = append(l.refs, brokerRef{c, o.Metadata.Namespace, o.Spec.Broker, scalarAt(root, "spec", "broker") == ""})
 	}
 }
 
@@ -316,16 +323,13 @@ func (c *checker) knownKind(apiVersion, kind string) bool {
 	case apiVersion != want:
 		c.errorf(0, "apiVersion", "unknown apiVersion %q for kind %s; want %s", apiVersion, kind, want)
 		return false
-	case kind == KindEventSource:
-		c.errorf(0, "kind", "EventSource is not supported yet")
-		return false
 	}
 	return true
 }
 
 func knownKindsList() string {
-	return fmt.Sprintf("%s and %s (%s), %s (%s)",
-		KindBroker, KindTrigger, KnativeEventingV1, KindSensor, SignalboxV1Alpha1)
+	return fmt.Sprintf("%s and %s (%s), %s and %s (%s)",
+		KindBroker, KindTrigger, KnativeEventingV1, KindSensor, KindEventSource, SignalboxV1Alpha1)
 }
 
 // define records an object's name, refusing a second object of the same

@@ -430,7 +430,7 @@ metadata: {name: nothing}
 		want: []wantErr{
 			{2, "kind", `unknown kind "Widget" (apiVersion "example.com/v1")`, "Widget"},
 			{4, "apiVersion", `unknown apiVersion "eventing.knative.dev/v1beta1" for kind Trigger`, "Trigger default/t"},
-			{9, "kind", "EventSource is not supported yet", ""},
+			{8, "spec", "exactly one source kind is required", "EventSource default/gh"},
 			{12, "apiVersion", "missing field", ""},
 			{12, "kind", "missing field", ""},
 			{14, "", "expected an object (a YAML mapping), got a list", ""},

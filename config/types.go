@@ -21,9 +21,10 @@ const (
 // Snapshot is one consistent, validated view of every object loaded from the
 // configured paths. A Snapshot is immutable once returned by the loader.
 type Snapshot struct {
-	Brokers  []Broker
-	Triggers []Trigger
-	Sensors  []Sensor
+	Brokers      []Broker
+	Triggers     []Trigger
+	Sensors      []Sensor
+	EventSources []EventSource
 }
 
 // Origin says where an object was defined, for error messages and logs.

@@ -102,8 +102,8 @@ spec:
 		{sensor, []string{"a-2", "b-1"}},
 	}
 	for _, w := range want {
-		got := w.rec.WaitFor(t, len(w.ids), 10*time.Second)
-		got = w.rec.Quiet(t, len(w.ids), 300*time.Millisecond)
+		w.rec.WaitFor(t, len(w.ids), 10*time.Second)
+		got := w.rec.Quiet(t, len(w.ids), 300*time.Millisecond)
 		gotIDs := ids(got)
 		slices.Sort(gotIDs)
 		if !slices.Equal(gotIDs, w.ids) {

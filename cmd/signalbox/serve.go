@@ -19,6 +19,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/spf13/cobra"
 
+	"github.com/signalbox-dev/signalbox/adapters/receiver"
 	"github.com/signalbox-dev/signalbox/broker"
 	"github.com/signalbox-dev/signalbox/broker/redisbus"
 	"github.com/signalbox-dev/signalbox/config"
@@ -160,10 +161,16 @@ func serve(ctx context.Context, o *serveOptions) error {
 		return err
 	}
 
+	hooks, err := receiver.New(receiver.Config{Bus: bus, Logger: log, Registerer: reg})
+	if err != nil {
+		return err
+	}
+
 	var loaded atomic.Bool
 	gw, err := gateway.New(gateway.Config{
 		Bus:          bus,
 		MaxBodyBytes: o.maxBodyBytes,
+		Webhooks:     hooks,
 		Ready:        func() bool { return loaded.Load() && disp.Ready() },
 		Logger:       log,
 		Registry:     reg,
@@ -200,9 +207,12 @@ func serve(ctx context.Context, o *serveOptions) error {
 			names = append(names, b.Namespace()+"/"+b.Name())
 		}
 		gw.SetBrokers(names)
+		if err := hooks.Apply(snap); err != nil {
+			log.Error("webhook sources not all applied", "err", err)
+		}
 		loaded.Store(true)
 		log.Info("config applied", "brokers", len(snap.Brokers), "triggers", len(snap.Triggers),
-			"sensors", len(snap.Sensors))
+			"sensors", len(snap.Sensors), "event_sources", len(snap.EventSources))
 	}
 	watcher := &config.Watcher{Paths: o.configPaths, Logger: log, OnChange: apply}
 	watchErr := make(chan error, 1)

@@ -30,8 +30,8 @@ func newValidateCmd() *cobra.Command {
 				}
 				return &exitError{code: 1, err: fmt.Errorf("%d problem(s) found", n)}
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "ok: %d broker(s), %d trigger(s), %d sensor(s)\n",
-				len(snap.Brokers), len(snap.Triggers), len(snap.Sensors))
+			fmt.Fprintf(cmd.OutOrStdout(), "ok: %d broker(s), %d trigger(s), %d sensor(s), %d event source(s)\n",
+				len(snap.Brokers), len(snap.Triggers), len(snap.Sensors), len(snap.EventSources))
 			return nil
 		},
 	}
