@@ -30,6 +30,15 @@ spec:
 // flight.
 func TestSIGKILLLosesNoAcceptedEvent(t *testing.T) {
 	t.Parallel()
+	for _, b := range buses {
+		t.Run(b.name, func(t *testing.T) {
+			t.Parallel()
+			testSIGKILL(t, b)
+		})
+	}
+}
+
+func testSIGKILL(t *testing.T, b bus) {
 	var delivered sync.Map
 	sub := newRecorder(t, func(_ int, r received, w http.ResponseWriter) {
 		time.Sleep(2 * time.Millisecond) // keep deliveries in flight
@@ -39,8 +48,8 @@ func TestSIGKILLLosesNoAcceptedEvent(t *testing.T) {
 		w.WriteHeader(http.StatusOK)
 	})
 	cfg := writeConfig(t, brokerYAML+triggerYAML("all", sub.URL))
-	redis := redistest.Start(t, "--appendonly", "yes", "--appendfsync", "always")
-	gw := startGateway(t, redis.URL(), cfg, "--lease", "2s")
+	url, extra := b.start(t)
+	gw := startGateway(t, url, cfg, append(extra, "--lease", "2s")...)
 
 	var (
 		accepted sync.Map
@@ -99,6 +108,15 @@ func TestSIGKILLLosesNoAcceptedEvent(t *testing.T) {
 // and a restart of the gateway.
 func TestGracefulRestartKeepsPendingEvents(t *testing.T) {
 	t.Parallel()
+	for _, b := range buses {
+		t.Run(b.name, func(t *testing.T) {
+			t.Parallel()
+			testGracefulRestart(t, b)
+		})
+	}
+}
+
+func testGracefulRestart(t *testing.T, b bus) {
 	var (
 		up        atomic.Bool
 		delivered sync.Map
@@ -112,8 +130,8 @@ func TestGracefulRestartKeepsPendingEvents(t *testing.T) {
 		w.WriteHeader(http.StatusOK)
 	})
 	cfg := writeConfig(t, brokerYAML+triggerYAML("all", sub.URL))
-	redis := redistest.Start(t)
-	gw := startGateway(t, redis.URL(), cfg, "--shutdown-timeout", "2s")
+	url, extra := b.start(t)
+	gw := startGateway(t, url, cfg, append(extra, "--shutdown-timeout", "2s")...)
 	for i := range 20 {
 		if code := postEvent(t, gw.URL+"/default/default", ce(fmt.Sprintf("g-%d", i), "x"), `{}`); code != http.StatusAccepted {
 			t.Fatalf("post: %d", code)

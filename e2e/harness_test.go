@@ -23,6 +23,7 @@ import (
 	"github.com/cloudevents/sdk-go/v2/event"
 
 	"github.com/signalbox-dev/signalbox/cloudevent"
+	"github.com/signalbox-dev/signalbox/internal/redistest"
 )
 
 // binary is the signalbox executable built once by TestMain.
@@ -73,15 +74,19 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-// startGateway runs `signalbox serve` on a free port with the given bus and
-// config and waits until /readyz answers 200. extra flags are appended.
+// startGateway runs `signalbox serve` on a free port with the given bus (""
+// leaves --bus out) and config and waits until /readyz answers 200. extra
+// flags are appended.
 func startGateway(t *testing.T, busURL, configPath string, extra ...string) *gateway {
 	t.Helper()
 	g := &gateway{t: t, logs: &syncBuffer{}}
 	addr := freeAddr(t)
 	g.URL = "http://" + addr
-	g.args = append([]string{"serve", "--addr", addr, "--bus", busURL, "--config", configPath,
-		"--replica-id", "e2e", "--log-level", "debug"}, extra...)
+	g.args = []string{"serve", "--addr", addr, "--config", configPath, "--replica-id", "e2e", "--log-level", "debug"}
+	if busURL != "" {
+		g.args = append(g.args, "--bus", busURL)
+	}
+	g.args = append(g.args, extra...)
 	t.Cleanup(func() {
 		g.Kill()
 		if t.Failed() {
@@ -156,6 +161,23 @@ func freeAddr(t *testing.T) string {
 	}
 	defer ln.Close()
 	return ln.Addr().String()
+}
+
+// bus is a bus the durability tests run on: its --bus value and extra flags.
+type bus struct {
+	name  string
+	start func(t *testing.T) (url string, extra []string)
+}
+
+// buses are every kind of bus signalbox runs on. Redis keeps an fsynced AOF so
+// that it, too, survives the crashes these tests cause.
+var buses = []bus{
+	{"redis", func(t *testing.T) (string, []string) {
+		return redistest.Start(t, "--appendonly", "yes", "--appendfsync", "always").URL(), nil
+	}},
+	{"embedded", func(t *testing.T) (string, []string) {
+		return "", []string{"--data-dir", t.TempDir()}
+	}},
 }
 
 // writeConfig writes YAML to a fresh directory and returns the file's path.

@@ -21,6 +21,7 @@ import (
 
 	"github.com/signalbox-dev/signalbox/adapters/receiver"
 	"github.com/signalbox-dev/signalbox/broker"
+	"github.com/signalbox-dev/signalbox/broker/jetstream"
 	"github.com/signalbox-dev/signalbox/broker/redisbus"
 	"github.com/signalbox-dev/signalbox/config"
 	"github.com/signalbox-dev/signalbox/dispatch"
@@ -111,9 +112,26 @@ func (o *busOptions) open(ctx context.Context, log *slog.Logger) (broker.Bus, er
 				redactURL(o.url), err)
 		}
 		return bus, nil
-	case o.url == "embedded", strings.HasPrefix(o.url, "nats://"):
-		return nil, fmt.Errorf("--bus %s: the embedded and NATS buses are not available in this build; "+
-			"run Redis and pass --bus redis://127.0.0.1:6379/0 (or set SIGNALBOX_BUS)", redactURL(o.url))
+	case o.url == "embedded":
+		bus, err := jetstream.New(ctx, jetstream.Config{DataDir: o.dataDir, Listen: o.natsListen,
+			MaxLen: o.capacity, Logger: log})
+		if errors.Is(err, jetstream.ErrDataDirLocked) {
+			return nil, fmt.Errorf("--data-dir %s is in use by a running gateway; stop it, or start that gateway "+
+				"with --nats-listen 127.0.0.1:4223 and pass --bus nats://127.0.0.1:4223 here", o.dataDir)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("embedded bus in --data-dir %s: %w", o.dataDir, err)
+		}
+		return bus, nil
+	case strings.HasPrefix(o.url, "nats://"), strings.HasPrefix(o.url, "tls://"):
+		if o.natsListen != "" {
+			return nil, errors.New("--nats-listen exposes the embedded bus; it cannot be used with a nats:// --bus")
+		}
+		bus, err := jetstream.New(ctx, jetstream.Config{URL: o.url, MaxLen: o.capacity, Logger: log})
+		if err != nil {
+			return nil, fmt.Errorf("--bus %s: %w (is nats-server running with -js?)", redactURL(o.url), err)
+		}
+		return bus, nil
 	}
 	return nil, fmt.Errorf("--bus %q: use redis://host:port/db, rediss://host:port/db, nats://host:port or embedded",
 		redactURL(o.url))
@@ -144,7 +162,6 @@ func serve(ctx context.Context, o *serveOptions) error {
 		return err
 	}
 	defer bus.Close()
-	log.Info("bus connected", "bus", redactURL(o.bus.url))
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
