@@ -249,13 +249,15 @@ spec:
         - not:
             cesql: "type ="
     - exact: {Type: a}
+    - prefix: {type: ""}
   subscriber: {uri: http://x/}
 `,
 		want: []wantErr{
 			{6, "spec.filters[0].cesql", "invalid value: ((((", ""},
 			{7, "spec.filters[1]", "multiple dialects", ""},
-			{12, "spec.filters[2].all[1].not.cesql", "invalid value", ""},
+			{12, "spec.filters[2].all[1].not.cesql", "not a complete CESQL expression", ""},
 			{13, "spec.filters[3].exact[Type]", `invalid key name "Type"`, ""},
+			{14, "spec.filters[4].prefix[type]", "value must not be empty", ""},
 		},
 	}, {
 		name: "bad attribute filter",

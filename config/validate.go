@@ -20,6 +20,8 @@ import (
 	"knative.dev/pkg/apis"
 	pkgduckv1 "knative.dev/pkg/apis/duck/v1"
 	"knative.dev/pkg/logging"
+
+	"github.com/signalbox-dev/signalbox/dispatch/filter"
 )
 
 // validationContext is what Knative's Validate methods read their feature
@@ -272,6 +274,7 @@ func checkTrigger(c *checker, t *eventingv1.Trigger) {
 	}
 	c.destination(&t.Spec.Subscriber, "spec.subscriber")
 	c.delivery(t.Spec.Delivery, "spec.delivery")
+	before := len(c.errs)
 	c.own("spec.filter")
 	if t.Spec.Filter != nil {
 		c.attributeNames(t.Spec.Filter.Attributes, "spec.filter.attributes")
@@ -279,6 +282,13 @@ func checkTrigger(c *checker, t *eventingv1.Trigger) {
 	c.own("spec.filters")
 	for i := range t.Spec.Filters {
 		c.filter(&t.Spec.Filters[i], fmt.Sprintf("spec.filters[%d]", i))
+	}
+	// Build the filter the dispatcher will run, so that a config that
+	// validates also runs; its errors name their own field.
+	if len(c.errs) == before {
+		if err := filter.Validate(&t.Spec); err != nil {
+			c.errorf(0, "spec.filters", "%v", err)
+		}
 	}
 
 	// Knative's list validation misplaces the index of all but the last
@@ -312,10 +322,24 @@ func (c *checker) filter(f *eventingv1.SubscriptionsAPIFilter, path string) {
 	if err := eventingv1.ValidateOneOf(f); err != nil {
 		c.errorf(0, path, "%s", err.Message)
 	}
-	c.attributeNames(f.Exact, path+".exact")
-	c.attributeNames(f.Prefix, path+".prefix")
-	c.attributeNames(f.Suffix, path+".suffix")
-	c.fieldErrors(eventingv1.ValidateCESQLExpression(ctx, f.CESQL).ViaField(path+".cesql"), false)
+	for dialect, attrs := range map[string]map[string]string{"exact": f.Exact, "prefix": f.Prefix, "suffix": f.Suffix} {
+		c.attributeNames(attrs, path+"."+dialect)
+		// Knative's filters refuse empty values when they are built; refuse
+		// them here so a config that validates also runs.
+		for _, k := range slices.Sorted(maps.Keys(attrs)) {
+			if attrs[k] == "" {
+				c.errorf(0, keyPath(path+"."+dialect, k, false),
+					"value must not be empty (to require that an attribute is present, use spec.filter.attributes with \"\")")
+			}
+		}
+	}
+	if fe := eventingv1.ValidateCESQLExpression(ctx, f.CESQL); fe != nil {
+		if fe.Details == "" {
+			// The parser panicked (Knative recovers) and gave no reason.
+			fe.Details = "not a complete CESQL expression, as in \"type = 'com.example.a' AND myext = 'v'\""
+		}
+		c.fieldErrors(fe.ViaField(path+".cesql"), false)
+	}
 	for i := range f.All {
 		c.filter(&f.All[i], fmt.Sprintf("%s.all[%d]", path, i))
 	}
