@@ -176,8 +176,8 @@ func printReport(w io.Writer, r *Report) {
 		fmt.Fprintln(w, "delivery  not measured (no subscriber)")
 	} else {
 		fmt.Fprintf(w, "delivery  delivered %d (%.1f/s, first POST to last delivery %.2fs), missing %d, duplicates %d, "+
-			"unconfirmed %d, foreign %d, drained %.2fs\n", r.Delivered, r.DeliveredPerSec, r.DeliverySeconds,
-			r.Missing, r.Duplicates, r.Unconfirmed, r.Foreign, r.DrainSeconds)
+			"unconfirmed %d, foreign %d, drained %.2fs, %d connections\n", r.Delivered, r.DeliveredPerSec,
+			r.DeliverySeconds, r.Missing, r.Duplicates, r.Unconfirmed, r.Foreign, r.DrainSeconds, r.SubscriberConns)
 		if len(r.FirstMissing) > 0 {
 			fmt.Fprintf(w, "          first missing sequence numbers: %v\n", r.FirstMissing)
 		}

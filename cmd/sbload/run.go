@@ -105,6 +105,9 @@ type Report struct {
 	// subscriber; Foreign counts deliveries that were not of this run.
 	Delivered uint64 `json:"delivered"`
 	Foreign   uint64 `json:"foreign"`
+	// SubscriberConns counts connections the subscriber accepted; far more
+	// than the deliveries in flight means the broker does not keep them alive.
+	SubscriberConns uint64 `json:"subscriber_conns"`
 	// DeliverySeconds runs from the first POST's start to the last first
 	// delivery.
 	DeliverySeconds float64 `json:"delivery_s"`
@@ -151,6 +154,7 @@ type run struct {
 	firstErrMsg   string
 	lastAnswer    atomic.Int64 // unix ns
 
+	conns        atomic.Uint64
 	unique       atomic.Uint64
 	foreign      atomic.Uint64
 	lastDelivery atomic.Int64 // unix ns
@@ -195,7 +199,7 @@ func runOn(ctx context.Context, cfg Config, ln net.Listener, log *slog.Logger) (
 
 	var subURL string
 	if ln != nil {
-		srv := &http.Server{Handler: r, ReadHeaderTimeout: 10 * time.Second}
+		srv := &http.Server{Handler: r, ReadHeaderTimeout: 10 * time.Second, ConnState: r.connState}
 		go func() { _ = srv.Serve(ln) }()
 		defer func() {
 			sctx, cancel := context.WithTimeout(context.Background(), time.Second)
@@ -320,6 +324,7 @@ func (r *run) report(start time.Time, workers []*workerStats, sent uint64) *Repo
 
 	rep.Delivered = r.unique.Load()
 	rep.Foreign = r.foreign.Load()
+	rep.SubscriberConns = r.conns.Load()
 	if last := r.lastDelivery.Load(); last > startUnix {
 		rep.DeliverySeconds = time.Duration(last - startUnix).Seconds()
 		rep.DeliveredPerSec = float64(rep.Delivered) / rep.DeliverySeconds

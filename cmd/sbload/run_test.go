@@ -336,6 +336,13 @@ func TestRunAgainstItsOwnSubscriber(t *testing.T) {
 		t.Errorf("sent %d, accepted %d, delivered %d; want all equal and > 0", rep.Sent, rep.Accepted, rep.Delivered)
 	}
 	checkReport(t, rep, Report{Accepted: rep.Sent, Delivered: rep.Sent, Statuses: map[string]uint64{}})
+	// sbload's own client keeps its connections alive: about one per sender.
+	// net/http may dial one while an idle one is being returned and keep both,
+	// so a few more are fine; one per request is not.
+	if rep.SubscriberConns == 0 || rep.SubscriberConns > 2*uint64(cfg.Concurrency) {
+		t.Errorf("subscriber accepted %d connections for %d requests, want 1 to %d", rep.SubscriberConns,
+			rep.Sent, 2*cfg.Concurrency)
+	}
 	if !rep.Verified() || rep.DeliveredPerSec <= 0 || rep.EndToEnd.Count != int(rep.Sent) {
 		t.Errorf("Verified %v, %.0f delivered/s, %d end-to-end samples; want true, > 0, %d", rep.Verified(),
 			rep.DeliveredPerSec, rep.EndToEnd.Count, rep.Sent)

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"io"
 	"mime"
+	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -29,6 +30,13 @@ func (r *run) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	_, _ = io.Copy(io.Discard, req.Body)
 	r.record(unescape(id), unescape(sent), now)
 	w.WriteHeader(http.StatusAccepted)
+}
+
+// connState counts the subscriber's new connections.
+func (r *run) connState(_ net.Conn, state http.ConnState) {
+	if state == http.StateNew {
+		r.conns.Add(1)
+	}
 }
 
 // record counts one delivery that arrived at now (unix ns).
