@@ -39,6 +39,7 @@ type serveOptions struct {
 	lease           time.Duration
 	shutdownTimeout time.Duration
 	maxBodyBytes    int64
+	debugAddr       string
 }
 
 // busFlags names the flags of busOptions.
@@ -89,6 +90,7 @@ func newServeCmd() *cobra.Command {
 	f.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 10*time.Second,
 		"on SIGTERM: time for in-flight attempts before the rest are handed back")
 	f.Int64Var(&o.maxBodyBytes, "max-body-bytes", gateway.DefaultMaxBodyBytes, "largest request the ingress reads")
+	f.StringVar(&o.debugAddr, "debug-addr", "", "serve Go's /debug/pprof profiles on this address (keep it private)")
 	annotateEnv(cmd)
 	return cmd
 }
@@ -246,6 +248,11 @@ func serve(ctx context.Context, o *serveOptions) error {
 		return fmt.Errorf("config: %w", err)
 	}
 
+	if o.debugAddr != "" {
+		if err := serveDebug(ctx, o.debugAddr, log); err != nil {
+			return err
+		}
+	}
 	srv := &http.Server{Handler: gw.Handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
 	srvErr := make(chan error, 1)
 	go func() { srvErr <- srv.Serve(ln) }()

@@ -141,11 +141,19 @@ func (t *Target) Destination() string { return t.url }
 // Send makes one attempt. The knativebrokerttl extension is removed from what
 // the subscriber sees.
 func (t *Target) Send(ctx context.Context, e *event.Event) functions.Outcome {
-	req, err := cloudevent.NewRequest(ctx, t.method, t.url, withoutTTL(e), t.structured)
+	ev := e
+	if t.structured {
+		ev = withoutTTL(e)
+	}
+	req, err := cloudevent.NewRequest(ctx, t.method, t.url, ev, t.structured)
 	if err != nil {
 		// The event cannot be encoded: no other attempt will do better.
 		return functions.Outcome{Result: functions.Permanent, Status: functions.NoResponse,
 			Err: fmt.Errorf("build request: %w", err)}
+	}
+	if !t.structured {
+		// Cheaper than copying the event's context for every delivery.
+		delete(req.Header, ttlHeader)
 	}
 	for k, v := range t.headers {
 		req.Header[k] = v
@@ -208,6 +216,9 @@ func classify(status int) functions.Result {
 }
 
 func drain(r io.Reader) { _, _ = io.Copy(io.Discard, io.LimitReader(r, drainBytes)) }
+
+// ttlHeader is the binary-mode header of knativebrokerttl.
+var ttlHeader = http.CanonicalHeaderKey("ce-" + cloudevent.ExtTTL)
 
 // withoutTTL returns e, or a shallow copy without knativebrokerttl: the TTL is
 // the broker's business, and subscribers never see it.
