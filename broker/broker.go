@@ -9,6 +9,9 @@
 // consumers (gateway replicas) may share a group; a message fetched by one
 // consumer is leased to it until it is acknowledged, its lease expires, or the
 // consumer renews the lease.
+//
+// Next to the log, a StateStore keeps small entries that replicas share, such
+// as the partial matches of Sensor triggers.
 package broker
 
 import (
@@ -131,4 +134,72 @@ type DeadLetter struct {
 	Attempts int
 	// Time is when the message was dead-lettered.
 	Time time.Time
+}
+
+// ErrStateConflict is returned by StateStore.CompareAndSwapState and
+// StateStore.DeleteState when the entry was written, deleted or expired
+// since the revision given was read.
+var ErrStateConflict = errors.New("broker: state entry changed since it was read")
+
+// StateStore is a small keyed store next to the log, shared by every replica
+// that uses the same bus and as durable as the log. The dispatcher keeps the
+// partial matches of Sensor triggers in it, so that they survive a restart
+// and two replicas never complete the same match twice.
+//
+// Entries are grouped by topic and namespace: a non-empty name of ASCII
+// letters, digits, '.', '_' and '-', such as a group name. Keys are any
+// strings, the empty one included. Every write is a
+// compare-and-swap on the entry's revision, so concurrent writers never lose
+// each other's updates: a writer reads the entry, computes the new value,
+// and retries from the read when the swap reports ErrStateConflict.
+// Implementations are safe for concurrent use; after the bus is closed every
+// method returns ErrClosed.
+type StateStore interface {
+	// GetState returns the entry at key. A missing or expired entry has a nil
+	// Value; its Revision is then what CompareAndSwapState needs to create
+	// it (not necessarily 0).
+	GetState(ctx context.Context, topic, namespace, key string) (StateEntry, error)
+
+	// CompareAndSwapState stores value at key if the entry's revision is
+	// still rev, and returns the new revision, which is greater than every
+	// revision the topic's entries had before. ttl > 0 makes the entry
+	// expire that long after this write; 0 keeps it until it is written or
+	// deleted again. A value may be empty but not nil. It returns
+	// ErrStateConflict when the entry changed since rev was read; a swap
+	// against the revision of an entry that has expired since may succeed or
+	// fail with ErrStateConflict.
+	CompareAndSwapState(ctx context.Context, topic, namespace, key string, rev uint64, value []byte,
+		ttl time.Duration) (uint64, error)
+
+	// DeleteState removes the entry at key if its revision is still rev, and
+	// returns ErrStateConflict otherwise. Deleting a missing entry with the
+	// revision GetState gave for it is not an error.
+	DeleteState(ctx context.Context, topic, namespace, key string, rev uint64) error
+
+	// PurgeState removes every entry of the namespace. A later swap against
+	// a revision read before the purge fails with ErrStateConflict.
+	PurgeState(ctx context.Context, topic, namespace string) error
+}
+
+// StateEntry is one entry of a StateStore.
+type StateEntry struct {
+	// Value is the stored bytes; nil when the entry is missing or expired.
+	Value []byte
+	// Revision identifies this version of the entry, for CompareAndSwapState
+	// and DeleteState.
+	Revision uint64
+}
+
+// ValidStateNamespace reports whether ns may name a StateStore namespace.
+func ValidStateNamespace(ns string) bool {
+	if ns == "" {
+		return false
+	}
+	for i := 0; i < len(ns); i++ {
+		c := ns[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
 }

@@ -136,6 +136,14 @@ func TestLoadValidDirectory(t *testing.T) {
 	if log.HTTP.Method != "PUT" {
 		t.Errorf("method = %q, want PUT", log.HTTP.Method)
 	}
+	if c := sensor.Spec.Correlation; c == nil || c.Key != "event.subject" || c.Window != "PT5M" {
+		t.Errorf("correlation = %+v", c)
+	}
+	if fine.Conditions != "plate && speed" || fine.Transform == nil || fine.Transform.JQ == "" ||
+		len(fine.Parameters) != 2 || *fine.Parameters[1].Value != "com.example.fine" ||
+		fine.ConditionsReset == nil || fine.ConditionsReset.Timezone != "Europe/Berlin" {
+		t.Errorf("fine = %+v", fine)
+	}
 }
 
 func TestLoadBytesDocuments(t *testing.T) {
@@ -616,7 +624,6 @@ spec:
 `,
 		want: []wantErr{
 			{7, "spec.dependencies[0].name", "must match [a-zA-Z_][a-zA-Z0-9_]*", ""},
-			{9, "spec.dependencies[1]", "multi-dependency correlation is not supported yet", ""},
 			{9, "spec.dependencies[1].name", "reserved word", ""},
 			{10, "spec.dependencies[1].filter", "missing field", ""},
 			{11, "spec.dependencies[2].name", "must match", ""},
@@ -663,7 +670,6 @@ spec:
 			{10, "spec.triggers[1].http.method", `unknown HTTP method "FETCH"`, ""},
 			{11, "spec.triggers[2].name", `invalid name "Bad_Name"`, ""},
 			{12, "spec.triggers[2].lambda", `target kind "lambda" is not supported yet (supported target kinds: http)`, ""},
-			{15, "spec.triggers[3].transform", "transform is not supported yet", ""},
 			{16, "spec.triggers[3].delivery.backoffDelay", `invalid ISO-8601 duration "1s"`, ""},
 			{16, "spec.triggers[3].delivery.deadLetterSink.uri", "missing field", ""},
 		},
@@ -675,11 +681,153 @@ kind: Sensor
 metadata: {name: radar}
 spec:
   broker: default
+  dependencies: [{name: a, filter: 'true'}, {name: b, filter: 'true'}]
+  correlation:
+    key: 'event.subject +'
+    window: 5m
+  triggers: [{name: x, http: {url: 'http://x/'}}]
+---
+apiVersion: signalbox.dev/v1alpha1
+kind: Sensor
+metadata: {name: radar2}
+spec:
+  broker: default
   dependencies: [{name: a, filter: 'true'}]
-  correlation: {key: event.subject, window: PT5M}
+  correlation: {window: PT0S}
+  triggers: [{name: x, http: {url: 'http://x/'}}]
+---
+apiVersion: signalbox.dev/v1alpha1
+kind: Sensor
+metadata: {name: radar3}
+spec:
+  broker: default
+  dependencies: [{name: a, filter: 'true'}]
+  correlation: {}
   triggers: [{name: x, http: {url: 'http://x/'}}]
 `,
-		want: []wantErr{{7, "spec.correlation", "correlation is not supported yet", ""}},
+		want: []wantErr{
+			{8, "spec.correlation.key", "Syntax error", "Sensor default/radar"},
+			{9, "spec.correlation.window", `invalid ISO-8601 duration "5m"`, ""},
+			{18, "spec.correlation.window", "must be greater than zero", "Sensor default/radar2"},
+			{27, "spec.correlation", "set key, window or both", "Sensor default/radar3"},
+		},
+	}, {
+		name: "conditions over several dependencies",
+		yaml: `
+apiVersion: signalbox.dev/v1alpha1
+kind: Sensor
+metadata: {name: radar}
+spec:
+  broker: default
+  dependencies:
+    - {name: dep1, filter: 'true'}
+    - {name: dep2, filter: 'true'}
+    - {name: dep3, filter: 'true'}
+  triggers:
+    - name: ok
+      conditions: 'dep1 || (dep2 && !dep3)'
+      http: {url: 'http://x/'}
+    - name: bad
+      conditions: 'dep1 || (dep2 && dep4)'
+      http: {url: 'http://x/'}
+`,
+		want: []wantErr{
+			{15, "spec.triggers[1].conditions", `unknown dependency "dep4" (dependencies: dep1, dep2, dep3)`,
+				"Sensor default/radar"},
+		},
+	}, {
+		name: "conditionsReset",
+		yaml: `
+apiVersion: signalbox.dev/v1alpha1
+kind: Sensor
+metadata: {name: radar}
+spec:
+  broker: default
+  dependencies: [{name: a, filter: 'true'}, {name: b, filter: 'true'}]
+  triggers:
+    - name: ok
+      conditionsReset: {cron: '0 0 * * *', timezone: Europe/Berlin}
+      http: {url: 'http://x/'}
+    - name: daily
+      conditionsReset: {cron: '@daily'}
+      http: {url: 'http://x/'}
+    - name: badcron
+      conditionsReset: {cron: '61 * * * *'}
+      http: {url: 'http://x/'}
+    - name: badtz
+      conditionsReset:
+        cron: '0 0 * * *'
+        timezone: Mars/Olympus
+      http: {url: 'http://x/'}
+    - name: nocron
+      conditionsReset: {timezone: UTC}
+      http: {url: 'http://x/'}
+    - name: tzincron
+      conditionsReset: {cron: 'CRON_TZ=UTC 0 0 * * *'}
+      http: {url: 'http://x/'}
+`,
+		want: []wantErr{
+			{15, "spec.triggers[2].conditionsReset.cron", `invalid cron expression "61 * * * *"`, ""},
+			{20, "spec.triggers[3].conditionsReset.timezone", `unknown time zone "Mars/Olympus"`, ""},
+			{23, "spec.triggers[4].conditionsReset.cron", "missing field", ""},
+			{26, "spec.triggers[5].conditionsReset.cron", "timezone field", ""},
+		},
+	}, {
+		name: "transform and parameters",
+		yaml: `
+apiVersion: signalbox.dev/v1alpha1
+kind: Sensor
+metadata: {name: radar}
+spec:
+  broker: default
+  dependencies: [{name: plate, filter: 'true'}, {name: speed, filter: 'true'}]
+  triggers:
+    - name: ok
+      transform: {jq: '{plate: .plate.data.text}'}
+      parameters:
+        - {src: 'speed.data.kmh', dest: body.kmh}
+        - {src: '"/fines/" + plate.data.text', dest: http.url, operation: append}
+        - {value: 'radar', dest: http.headers.X-Origin}
+        - {value: 'com.example.fine', dest: event.type}
+        - {src: 'plate.subject', dest: event.subject, operation: prepend}
+      http: {url: 'http://x/'}
+    - name: bad
+      transform: {jq: '.', lua: 'function transform(i) return i end'}
+      parameters:
+        - {dest: body.x}
+        - {src: 'speed.data.kmh', value: 'x', dest: body.x}
+        - {src: 'sped.data', dest: 'body..x'}
+        - {src: '1', dest: http.headers.Ce-Id}
+        - {src: '1', dest: kubernetes.spec.replicas}
+        - {src: '1', dest: http.method, operation: replace}
+        - {src: '1'}
+      http: {url: 'http://x/'}
+    - name: empty
+      transform: {}
+      http: {url: 'http://x/'}
+    - name: badjq
+      transform: {jq: '{plate: .plate.data.text'}
+      http: {url: 'http://x/'}
+    - name: badlua
+      transform:
+        lua: 'function other(i) return i end'
+      http: {url: 'http://x/'}
+`,
+		want: []wantErr{
+			{18, "spec.triggers[1].transform", "set only one of jq and lua", ""},
+			{20, "spec.triggers[1].parameters[0].src", "missing field", ""},
+			{21, "spec.triggers[1].parameters[1].value", "set only one of src and value", ""},
+			{22, "spec.triggers[1].parameters[2].src", "undeclared reference to 'sped'", ""},
+			{22, "spec.triggers[1].parameters[2].dest", "a field name is empty", ""},
+			{23, "spec.triggers[1].parameters[3].dest", "carries the CloudEvent", ""},
+			{24, "spec.triggers[1].parameters[4].dest", "Kubernetes manifests are not supported yet", ""},
+			{25, "spec.triggers[1].parameters[5].dest", `unknown destination "http.method"`, ""},
+			{25, "spec.triggers[1].parameters[5].operation", `unknown operation "replace"`, ""},
+			{26, "spec.triggers[1].parameters[6].dest", "missing field", ""},
+			{29, "spec.triggers[2].transform", "set one of jq and lua", ""},
+			{32, "spec.triggers[3].transform.jq", "jq: line 1, column", ""},
+			{36, "spec.triggers[4].transform.lua", "lua:", ""},
+		},
 	}}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"errors"
 	"fmt"
 	"net/http"
 	"reflect"
@@ -16,17 +17,12 @@ import (
 // unsupportedFields names fields of the Sensor schema that signalbox will
 // accept later, so that using one says so instead of "unknown field".
 var unsupportedFields = map[reflect.Type]map[string]string{
-	reflect.TypeFor[SensorSpec](): {
-		"correlation": "correlation is not supported yet",
-	},
 	reflect.TypeFor[SensorTrigger](): {
-		"transform":       "transform is not supported yet",
-		"conditionsReset": "conditionsReset is not supported yet",
-		"lambda":          targetNotSupported("lambda"),
-		"openwhisk":       targetNotSupported("openwhisk"),
-		"kubernetes":      targetNotSupported("kubernetes"),
-		"nats":            targetNotSupported("nats"),
-		"kafka":           targetNotSupported("kafka"),
+		"lambda":     targetNotSupported("lambda"),
+		"openwhisk":  targetNotSupported("openwhisk"),
+		"kubernetes": targetNotSupported("kubernetes"),
+		"nats":       targetNotSupported("nats"),
+		"kafka":      targetNotSupported("kafka"),
 	},
 }
 
@@ -68,6 +64,9 @@ func checkSensor(c *checker, s *Sensor) {
 	}
 
 	deps := c.dependencies(s.Spec.Dependencies)
+	if s.Spec.Correlation != nil {
+		c.correlation(s.Spec.Correlation, "spec.correlation")
+	}
 	if len(s.Spec.Triggers) == 0 {
 		c.errorf(0, "spec.triggers", "missing field: at least one trigger is required")
 	}
@@ -88,10 +87,6 @@ func (c *checker) dependencies(deps []Dependency) []string {
 	if len(deps) == 0 {
 		c.errorf(0, "spec.dependencies", "missing field: at least one dependency is required")
 		return nil
-	}
-	if len(deps) > 1 {
-		c.errorf(0, "spec.dependencies[1]",
-			"multi-dependency correlation is not supported yet: a sensor may have one dependency, got %d", len(deps))
 	}
 
 	var names []string
@@ -137,7 +132,90 @@ func (c *checker) sensorTrigger(t *SensorTrigger, path string, deps []string) {
 	if t.Conditions != "" {
 		c.conditions(t.Conditions, path+".conditions", deps)
 	}
+	if t.ConditionsReset != nil {
+		c.conditionsReset(t.ConditionsReset, path+".conditionsReset")
+	}
+	if t.Transform != nil {
+		c.transform(t.Transform, path+".transform")
+	}
+	for i := range t.Parameters {
+		c.parameter(&t.Parameters[i], fmt.Sprintf("%s.parameters[%d]", path, i), deps)
+	}
 	c.delivery(t.Delivery, path+".delivery")
+}
+
+// correlation checks the key expression and the window.
+func (c *checker) correlation(corr *Correlation, path string) {
+	if corr.Key == "" && corr.Window == "" {
+		c.errorf(0, path, "set key, window or both (or leave correlation out)")
+	}
+	if corr.Key != "" {
+		if _, err := celexpr.CompileValue(corr.Key); err != nil {
+			c.errorf(0, path+".key", "%s", oneLine(err.Error()))
+		}
+	}
+	if corr.Window != "" {
+		if d, err := ParseDuration(corr.Window); err != nil {
+			c.errorf(0, path+".window", "%v", err)
+		} else if d <= 0 {
+			c.errorf(0, path+".window", "must be greater than zero, got %q", corr.Window)
+		}
+	}
+}
+
+// conditionsReset checks the schedule and its time zone.
+func (c *checker) conditionsReset(r *ConditionsReset, path string) {
+	if _, err := r.Schedule(); err != nil {
+		var se *scheduleError
+		if errors.As(err, &se) {
+			c.errorf(0, path+"."+se.field, "%v", se.err)
+			return
+		}
+		c.errorf(0, path, "%v", err)
+	}
+}
+
+// transform checks that exactly one program is set and that it compiles.
+func (c *checker) transform(t *Transform, path string) {
+	switch {
+	case t.JQ == "" && t.Lua == "":
+		c.errorf(0, path, "set one of jq and lua")
+		return
+	case t.JQ != "" && t.Lua != "":
+		c.errorf(0, path, "set only one of jq and lua")
+		return
+	}
+	field := path + ".jq"
+	if t.Lua != "" {
+		field = path + ".lua"
+	}
+	if err := compileTransform(t); err != nil {
+		c.errorf(0, field, "%s", oneLine(err.Error()))
+	}
+}
+
+// parameter checks one trigger parameter: its source, its destination and
+// its operation.
+func (c *checker) parameter(p *Parameter, path string, deps []string) {
+	switch {
+	case p.Src == "" && p.Value == nil:
+		c.errorf(0, path+".src", "missing field: set src (a CEL expression) or value (a literal)")
+	case p.Src != "" && p.Value != nil:
+		c.errorf(0, path+".value", "set only one of src and value")
+	case p.Src != "":
+		if _, err := celexpr.CompileVars(p.Src, deps); err != nil {
+			c.errorf(0, path+".src", "%s", oneLine(err.Error()))
+		}
+	}
+	if _, err := ParseParamDest(p.Dest); err != nil {
+		c.errorf(0, path+".dest", "%v", err)
+	}
+	switch p.Operation {
+	case "", OperationOverwrite, OperationAppend, OperationPrepend:
+	default:
+		c.errorf(0, path+".operation", "unknown operation %q (allowed: %s, %s, %s)", p.Operation,
+			OperationOverwrite, OperationAppend, OperationPrepend)
+	}
 }
 
 func (c *checker) httpTarget(h *HTTPTarget, path string) {

@@ -90,8 +90,66 @@ type SensorSpec struct {
 	Broker string `json:"broker"`
 	// Dependencies are the named event selectors.
 	Dependencies []Dependency `json:"dependencies"`
+	// Correlation pairs the events of several dependencies; nil holds the
+	// latest event of each dependency until its trigger fires.
+	Correlation *Correlation `json:"correlation,omitempty"`
 	// Triggers act when their conditions are satisfied.
 	Triggers []SensorTrigger `json:"triggers"`
+}
+
+// Correlation says which held events belong together and for how long a
+// partial match waits for the rest.
+type Correlation struct {
+	// Key is a CEL expression over `event` and `data`, evaluated on each
+	// matched event; only events with equal keys fire together. It must yield
+	// a string, number, bool, bytes or timestamp (compared by its string
+	// form). Empty means no key: the latest event of each dependency.
+	Key string `json:"key,omitempty"`
+	// Window is an ISO-8601 duration: a held event expires this long after
+	// it arrived (knativearrivaltime), so a match fires only with events that
+	// arrived within Window of its first one. Empty means held events never
+	// expire.
+	Window string `json:"window,omitempty"`
+}
+
+// ConditionsReset clears a trigger's held events on a schedule, so that a
+// partial match left over from one period never completes in the next.
+type ConditionsReset struct {
+	// Cron is a standard five-field cron expression ("0 0 * * *") or a
+	// descriptor such as "@daily". Required.
+	Cron string `json:"cron"`
+	// Timezone is an IANA time zone name the schedule is read in; empty
+	// means UTC.
+	Timezone string `json:"timezone,omitempty"`
+}
+
+// Transform turns a trigger's input object (keyed by dependency name) into
+// the outgoing event's data. Exactly one program is set.
+type Transform struct {
+	// JQ is a jq program; each value it yields becomes one outgoing event,
+	// and no value sends nothing.
+	JQ string `json:"jq,omitempty"`
+	// Lua is a Lua script defining function transform(input) that returns
+	// the data.
+	Lua string `json:"lua,omitempty"`
+}
+
+// Parameter sets one part of the outgoing request from the trigger's input
+// object, as Argo Events' trigger parameters do.
+type Parameter struct {
+	// Src is a CEL expression whose variables are the dependency names, each
+	// the event that took part in CloudEvents JSON form (speed.data.kmh,
+	// plate.subject), or null when it took no part. Exactly one of Src and
+	// Value is set.
+	Src string `json:"src,omitempty"`
+	// Value is a literal string used instead of Src.
+	Value *string `json:"value,omitempty"`
+	// Dest is where the value goes: http.url, http.headers.<Name>, body (the
+	// whole data), body.<a.b.c> (a field of JSON data), event.type,
+	// event.source or event.subject. Required.
+	Dest string `json:"dest"`
+	// Operation is overwrite (the default), append or prepend.
+	Operation string `json:"operation,omitempty"`
 }
 
 // Dependency selects events with a CEL expression over `event` and `data`.
@@ -106,8 +164,15 @@ type SensorTrigger struct {
 	// Conditions is a boolean expression over dependency names; empty means
 	// all dependencies.
 	Conditions string `json:"conditions,omitempty"`
+	// ConditionsReset clears the events held for this trigger on a schedule.
+	ConditionsReset *ConditionsReset `json:"conditionsReset,omitempty"`
 	// HTTP delivers the event to a URL.
 	HTTP *HTTPTarget `json:"http,omitempty"`
+	// Transform computes the outgoing event's data; nil sends the input
+	// object (or, for a condition on one dependency, that event unchanged).
+	Transform *Transform `json:"transform,omitempty"`
+	// Parameters set parts of the outgoing request and event, in order.
+	Parameters []Parameter `json:"parameters,omitempty"`
 	// Delivery has the meaning of a Knative Trigger's spec.delivery.
 	Delivery *duckv1.DeliverySpec `json:"delivery,omitempty"`
 }

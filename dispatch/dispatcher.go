@@ -8,6 +8,12 @@
 // attempts in flight, schedules retries on timers so that a failing event
 // never holds up the others, and renews the lease of every event it holds so
 // that no other replica takes an event while it is still being worked on.
+//
+// A Sensor trigger's worker matches each event against the dependencies its
+// conditions name. When the conditions name one dependency, every match fires
+// at once; otherwise matches are correlated in the bus's StateStore (see
+// correlate.go) and a completed set fires once, through a transform and the
+// trigger's parameters, with the same delivery policy as a Knative Trigger.
 package dispatch
 
 import (
@@ -29,7 +35,6 @@ import (
 
 	"github.com/signalbox-dev/signalbox/broker"
 	"github.com/signalbox-dev/signalbox/config"
-	"github.com/signalbox-dev/signalbox/dispatch/celexpr"
 	"github.com/signalbox-dev/signalbox/dispatch/delivery"
 	"github.com/signalbox-dev/signalbox/dispatch/filter"
 	"github.com/signalbox-dev/signalbox/functions"
@@ -48,7 +53,8 @@ const (
 var ErrClosed = errors.New("dispatch: closed")
 
 // ErrUnsupported is returned by Apply for configuration the dispatcher cannot
-// run yet, such as a Sensor with several dependencies.
+// run, such as a Sensor trigger without an HTTP target, or one that needs
+// correlation state on a bus without a broker.StateStore.
 var ErrUnsupported = errors.New("dispatch: not supported")
 
 // Config configures a Dispatcher.
@@ -318,6 +324,10 @@ func (d *Dispatcher) deleteOrphans(ctx context.Context) {
 
 	for _, k := range keys {
 		err := d.cfg.Bus.DeleteGroup(ctx, k.topic, k.group)
+		if store, ok := d.cfg.Bus.(broker.StateStore); ok && err == nil && strings.HasPrefix(k.group, "sensor.") {
+			// A sensor trigger's held events go with it.
+			err = store.PurgeState(ctx, k.topic, k.group)
+		}
 		if err != nil {
 			d.log.Warn("cannot delete the group of a removed trigger; will retry", "broker", k.topic,
 				"trigger", k.group, "err", err)
@@ -423,6 +433,7 @@ type spec struct {
 	target      functions.Target
 	sink        functions.Target // nil without a deadLetterSink
 	policy      delivery.Policy
+	sensor      *sensorSpec // set for Sensor triggers, which use it instead of filter
 }
 
 func (s *spec) close() {
@@ -513,75 +524,6 @@ func (d *Dispatcher) triggerSpec(t *config.Trigger, brokers map[string]*config.B
 	}
 	if s.filter, err = filter.ForTrigger(ts); err != nil {
 		return nil, fmt.Errorf("dispatch: %s: %w", desc, err)
-	}
-	return s, nil
-}
-
-// sensorSpec builds the spec of one Sensor trigger. With a single dependency
-// the trigger forwards each event its filter matches, unchanged, when its
-// conditions hold with that dependency present.
-//
-// TODO(correlation): sensors with several dependencies need correlation state
-// per trigger; until it exists they are refused with ErrUnsupported.
-func (d *Dispatcher) sensorSpec(sn *config.Sensor, st *config.SensorTrigger,
-	brokers map[string]*config.Broker) (*spec, error) {
-	topic := sn.Namespace() + "/" + sn.Spec.Broker
-	desc := fmt.Sprintf("sensor %s/%s trigger %s", sn.Namespace(), sn.Name(), st.Name)
-	b, ok := brokers[topic]
-	if !ok {
-		d.log.Warn("sensor's broker is not configured; sensor trigger not run",
-			"broker", topic, "trigger", SensorGroup(sn.Name(), st.Name))
-		return nil, nil
-	}
-	deps := sn.Spec.Dependencies
-	if len(deps) != 1 {
-		return nil, fmt.Errorf("dispatch: %s: %d dependencies: only one is supported: %w", desc, len(deps), ErrUnsupported)
-	}
-	if st.HTTP == nil {
-		return nil, fmt.Errorf("dispatch: %s: http: required (the only target kind supported): %w", desc, ErrUnsupported)
-	}
-	var brokerDelivery *duckv1.DeliverySpec
-	if b.Object != nil {
-		brokerDelivery = b.Object.Spec.Delivery
-	}
-
-	s := &spec{
-		key:  groupKey{topic: topic, group: SensorGroup(sn.Name(), st.Name)},
-		desc: desc,
-	}
-	var err error
-	if s.fingerprint, err = fingerprint(deps, st, brokerDelivery); err != nil {
-		return nil, fmt.Errorf("dispatch: %s: %w", desc, err)
-	}
-	if s.policy, err = delivery.Resolve(brokerDelivery, st.Delivery); err != nil {
-		return nil, fmt.Errorf("dispatch: %s: %w", desc, err)
-	}
-	tcfg := httptarget.Config{URL: st.HTTP.URL, Method: strings.ToUpper(st.HTTP.Method), Headers: st.HTTP.Headers,
-		Structured: s.policy.Structured, Client: d.cfg.HTTPClient}
-	if s.target, err = httptarget.New(tcfg); err != nil {
-		return nil, fmt.Errorf("dispatch: %s: http: %w", desc, err)
-	}
-	if s.sink, err = d.sinkTarget(s.policy); err != nil {
-		return nil, fmt.Errorf("dispatch: %s: %w", desc, err)
-	}
-
-	cond, err := celexpr.CompileConditions(st.Conditions, []string{deps[0].Name})
-	if err != nil {
-		return nil, fmt.Errorf("dispatch: %s: conditions: %w", desc, err)
-	}
-	fires, err := cond.Eval(func(string) bool { return true })
-	if err != nil {
-		return nil, fmt.Errorf("dispatch: %s: conditions: %w", desc, err)
-	}
-	x, err := celexpr.Compile(deps[0].Filter)
-	if err != nil {
-		return nil, fmt.Errorf("dispatch: %s: dependency %s: filter: %w", desc, deps[0].Name, err)
-	}
-	s.filter = filter.CEL(x)
-	if !fires {
-		d.log.Warn("sensor trigger's conditions never hold; it will deliver nothing",
-			"broker", topic, "trigger", s.key.group, "conditions", cond.String())
-		s.filter = filter.None()
 	}
 	return s, nil
 }

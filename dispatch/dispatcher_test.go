@@ -575,13 +575,11 @@ func TestApplyLifecycle(t *testing.T) {
 	if err := d.Apply(context.Background(), bad); err == nil || !strings.Contains(err.Error(), "trigger default/life") {
 		t.Fatalf("Apply of an invalid filter = %v", err)
 	}
-	twoDeps := snapshot(nil)
-	twoDeps.Sensors = []config.Sensor{sensor("multi", config.Dependency{Name: "a", Filter: "true"},
-		config.SensorTrigger{Name: "t", HTTP: &config.HTTPTarget{URL: other.URL()}})}
-	twoDeps.Sensors[0].Spec.Dependencies = append(twoDeps.Sensors[0].Spec.Dependencies,
-		config.Dependency{Name: "b", Filter: "true"})
-	if err := d.Apply(context.Background(), twoDeps); !errors.Is(err, ErrUnsupported) {
-		t.Fatalf("Apply of a two-dependency sensor = %v", err)
+	noTarget := snapshot(nil)
+	noTarget.Sensors = []config.Sensor{sensor("multi", config.Dependency{Name: "a", Filter: "true"},
+		config.SensorTrigger{Name: "t"})}
+	if err := d.Apply(context.Background(), noTarget); !errors.Is(err, ErrUnsupported) {
+		t.Fatalf("Apply of a sensor trigger without a target = %v", err)
 	}
 	publish(t, bus, newEvent("l-3", "t", `{}`))
 	eventually(t, 5*time.Second, "l-3 after refused configs", func() bool {

@@ -184,6 +184,11 @@ func sensor(name string, dep config.Dependency, triggers ...config.SensorTrigger
 
 func ptr[T any](v T) *T { return &v }
 
+// deliverySpec is a delivery with retries and a backoff delay.
+func deliverySpec(retry int32, delay string) *duckv1.DeliverySpec {
+	return &duckv1.DeliverySpec{Retry: &retry, BackoffDelay: &delay}
+}
+
 func dls(uri string) *pkgduckv1.Destination {
 	u, err := apis.ParseURL(uri)
 	if err != nil {
@@ -195,6 +200,7 @@ func dls(uri string) *pkgduckv1.Destination {
 // received is one request a recorder got.
 type received struct {
 	at     time.Time
+	path   string
 	header http.Header
 	ev     *event.Event
 	err    error // why the request is not a valid CloudEvent
@@ -238,7 +244,7 @@ func (r *recorder) URL() string { return r.srv.URL + "/" }
 
 func (r *recorder) serve(w http.ResponseWriter, req *http.Request) {
 	body, _ := io.ReadAll(req.Body)
-	rec := received{at: time.Now(), header: req.Header.Clone()}
+	rec := received{at: time.Now(), path: req.URL.Path, header: req.Header.Clone()}
 	evs, err := cloudevent.Parse(req.Header, body)
 	if err == nil {
 		rec.ev = evs[0]

@@ -18,6 +18,8 @@ type metrics struct {
 	sinkResults *prometheus.CounterVec   // dead-letter sink deliveries by outcome: delivered, failed
 	replies     *prometheus.CounterVec   // replies by result: published, ttl_exhausted, invalid
 	held        *prometheus.GaugeVec     // events held: in flight or waiting for a retry
+
+	sensorEvents *prometheus.CounterVec // sensor trigger events by correlation outcome
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -47,6 +49,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			"Dead letters posted to the trigger's deadLetterSink, by outcome (delivered, failed).", "outcome"),
 		replies: counter("replies_total",
 			"Reply events, by result (published, ttl_exhausted, invalid).", "result"),
+		sensorEvents: counter("sensor_events_total",
+			"Events a Sensor trigger matched, by what they did: held, fired, resumed (a fire redelivered "+
+				"after a crash), duplicate, superseded, expired (held events dropped by the window), "+
+				"no_output (a transform yielded nothing), failed (a transform or parameter failed).", "outcome"),
 		held: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Namespace: "signalbox", Subsystem: "dispatch", Name: "held_events",
 			Help: "Events this replica holds for a trigger: in flight or waiting for a retry.",
@@ -69,7 +75,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 
 func (m *metrics) collectors() []prometheus.Collector {
 	return []prometheus.Collector{m.events, m.filterErrs, m.attempts, m.attemptTime, m.deliveries,
-		m.deadLetters, m.sinkResults, m.replies, m.held}
+		m.deadLetters, m.sinkResults, m.replies, m.held, m.sensorEvents}
 }
 
 // forget drops a removed trigger's series.
@@ -77,7 +83,7 @@ func (m *metrics) forget(topic, group string) {
 	l := prometheus.Labels{"broker": topic, "trigger": group}
 	for _, c := range []interface{ DeletePartialMatch(prometheus.Labels) int }{
 		m.events, m.filterErrs, m.attempts, m.attemptTime, m.deliveries, m.deadLetters, m.sinkResults,
-		m.replies, m.held,
+		m.replies, m.held, m.sensorEvents,
 	} {
 		c.DeletePartialMatch(l)
 	}

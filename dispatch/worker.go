@@ -46,6 +46,9 @@ const (
 	phaseDeliver    phase = iota // attempts on the target
 	phaseDeadLetter              // being written to the bus's dead-letter log
 	phaseSink                    // being posted to the deadLetterSink
+	phaseCorrelate               // sensor: being added to the correlation state
+	phaseFire                    // sensor: building the events a fire sends
+	phaseSettle                  // sensor: removing a delivered fire from the state
 )
 
 // held is an event this worker holds: in flight, or waiting for a retry.
@@ -54,12 +57,21 @@ type held struct {
 	ev  *event.Event // nil when the payload cannot be decoded
 
 	phase        phase
+	out          []outgoing        // events not yet delivered, or not yet dead-lettered
+	sinkOut      []outgoing        // dead letters not yet posted to the deadLetterSink
 	attempts     int               // attempts on the target, recorded ones included
 	last         functions.Outcome // the last failed attempt, for the dead letter
 	reason       string            // why the event is dead-lettered
 	sinkAttempts int
-	busFailures  int         // consecutive failed bus writes of the dead letter
+	busFailures  int         // consecutive failed bus operations (dead letter, state)
 	timer        *time.Timer // a scheduled retry; guarded by worker.mu
+
+	// Sensor triggers only.
+	deps     []string   // the dependencies the event matched
+	key      string     // its correlation key
+	fire     *fireInput // the set this event fires, once known
+	settleID string     // the firing to remove from the state once done
+	heldEv   *heldEvent // the event as the state keeps it
 }
 
 // worker runs one trigger's group on this replica.
@@ -98,7 +110,11 @@ type worker struct {
 	ackDone   chan struct{}
 	renewStop chan struct{}
 	renewDone chan struct{}
+	resetStop chan struct{} // stops resetLoop; nil when the trigger has no conditionsReset
+	resetDone chan struct{}
 	stopOnce  sync.Once
+
+	sensorEvents *prometheus.CounterVec // sensor triggers: events by correlation outcome
 }
 
 func newWorker(d *Dispatcher, s *spec) *worker {
@@ -129,6 +145,12 @@ func newWorker(d *Dispatcher, s *spec) *worker {
 		ackDone:    make(chan struct{}),
 		renewStop:  make(chan struct{}),
 		renewDone:  make(chan struct{}),
+
+		sensorEvents: d.m.sensorEvents.MustCurryWith(labels),
+	}
+	if ss := s.sensor; ss != nil && ss.reset != nil && ss.store != nil {
+		w.resetStop = make(chan struct{})
+		w.resetDone = make(chan struct{})
 	}
 	w.fetchCtx, w.stopFetch = context.WithCancel(context.Background())
 	w.attemptCtx, w.cancelAttempts = context.WithCancelCause(context.Background())
@@ -145,6 +167,9 @@ func (w *worker) start() {
 		}
 		go w.ackLoop()
 		go w.renewLoop()
+		if w.resetStop != nil {
+			go w.resetLoop()
+		}
 		w.pool.Go(w.deliverLoop)
 		w.fetchLoop()
 	}()
@@ -228,7 +253,12 @@ func (w *worker) accept(m broker.Message) {
 	ev, err := cloudevent.Unmarshal(m.Payload)
 	if err != nil {
 		w.hold(&held{msg: m, attempts: m.Attempts, phase: phaseDeadLetter,
+			out:    []outgoing{{target: w.spec.target, raw: m.Payload}},
 			reason: "undecodable payload: " + err.Error(), last: functions.Outcome{Status: functions.NoResponse}})
+		return
+	}
+	if w.spec.sensor != nil {
+		w.acceptSensor(m, ev)
 		return
 	}
 	ok, err := w.spec.filter.Match(ev)
@@ -244,7 +274,7 @@ func (w *worker) accept(m broker.Message) {
 	}
 	w.matched.Inc()
 
-	h := &held{msg: m, ev: ev, attempts: m.Attempts}
+	h := &held{msg: m, ev: ev, attempts: m.Attempts, out: []outgoing{{ev: ev, target: w.spec.target, raw: m.Payload}}}
 	if h.attempts >= w.spec.policy.Attempts() {
 		// The last attempt was made before a restart, but the event was not
 		// dead-lettered yet.
@@ -340,6 +370,12 @@ func (w *worker) process(h *held) {
 			next = w.deadLetter(h)
 		case phaseSink:
 			next = w.deliverToSink(h)
+		case phaseCorrelate:
+			next = w.correlate(h)
+		case phaseFire:
+			next = w.fire(h)
+		case phaseSettle:
+			next = w.settle(h)
 		}
 		if !next {
 			return
@@ -347,33 +383,44 @@ func (w *worker) process(h *held) {
 	}
 }
 
-// deliver makes one attempt on the target. It reports whether h moved on to
-// dead-lettering.
+// deliver makes one attempt on the target for each event not yet delivered
+// (one, except for a sensor fire whose transform yields several), stopping
+// at the first failure. It reports whether h moved on to another phase.
 func (w *worker) deliver(h *held) bool {
 	n := h.attempts + 1
-	out, cut := w.try(w.spec.target, h.ev, true)
-	if cut {
-		w.log.Debug("attempt cut short by shutdown; not counted", "event_id", h.ev.ID(), "attempt", n)
-		return false
+	var out functions.Outcome
+	id := ""
+	for len(h.out) > 0 {
+		o := h.out[0]
+		id = o.ev.ID()
+		var cut bool
+		out, cut = w.try(o.target, o.ev, true)
+		if cut {
+			w.log.Debug("attempt cut short by shutdown; not counted", "event_id", id, "attempt", n)
+			return false
+		}
+		w.attempts.WithLabelValues(out.Result.String()).Inc()
+		if out.Result != functions.Success {
+			break
+		}
+		w.log.Debug("event delivered", "event_id", id, "attempt", n, "status", out.Status)
+		h.out = h.out[1:]
 	}
 	h.attempts = n
-	w.attempts.WithLabelValues(out.Result.String()).Inc()
 
 	switch {
-	case out.Result == functions.Success:
+	case len(h.out) == 0:
 		w.deliveries.WithLabelValues("delivered").Inc()
-		w.log.Debug("event delivered", "event_id", h.ev.ID(), "attempt", n, "status", out.Status)
-		w.done(h)
-		return false
+		return w.finish(h)
 	case out.Result == functions.Retryable && n < w.spec.policy.Attempts():
 		w.recordAttempts(h)
 		wait := w.spec.policy.Wait(n, out.RetryAfter)
-		w.log.Warn("delivery attempt failed; will retry", "event_id", h.ev.ID(), "attempt", n,
+		w.log.Warn("delivery attempt failed; will retry", "event_id", id, "attempt", n,
 			"status", out.Status, "retry_in", wait, "err", out.Err)
 		w.schedule(h, wait)
 		return false
 	}
-	w.log.Warn("delivery attempt failed", "event_id", h.ev.ID(), "attempt", n, "status", out.Status,
+	w.log.Warn("delivery attempt failed", "event_id", id, "attempt", n, "status", out.Status,
 		"result", out.Result.String(), "err", out.Err)
 	h.last = out
 	h.phase = phaseDeadLetter
@@ -462,84 +509,119 @@ func (w *worker) recordAttempts(h *held) {
 	ctx, cancel := context.WithTimeout(context.Background(), busOpTimeout)
 	defer cancel()
 	if err := w.sub.SetAttempts(ctx, h.msg.ID, h.attempts); err != nil {
-		w.log.Warn("cannot record the attempt count", "event_id", h.ev.ID(), "attempt", h.attempts, "err", err)
+		w.log.Warn("cannot record the attempt count", "message_id", h.msg.ID, "attempt", h.attempts, "err", err)
 	}
 }
 
-// deadLetter appends h to the group's dead-letter log, retrying while the
-// bus fails. It reports whether h moved on to the deadLetterSink.
+// deadLetter appends each event not delivered to the group's dead-letter
+// log, retrying while the bus fails. It reports whether h moved on to
+// another phase.
 func (w *worker) deadLetter(h *held) bool {
-	dl := broker.DeadLetter{
-		Payload:     h.msg.Payload,
-		Destination: w.spec.target.Destination(),
-		Code:        h.last.Status,
-		Reason:      h.reason,
-		Attempts:    h.attempts,
-		Time:        time.Now(),
+	for len(h.out) > 0 {
+		o := h.out[0]
+		payload, err := o.payload()
+		if err != nil {
+			payload = h.msg.Payload // cannot happen for an event that validated; keep what came in
+		}
+		dl := broker.DeadLetter{
+			Payload:     payload,
+			Destination: o.target.Destination(),
+			Code:        h.last.Status,
+			Reason:      h.reason,
+			Attempts:    h.attempts,
+			Time:        time.Now(),
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), busOpTimeout)
+		err = w.d.cfg.Bus.DeadLetter(ctx, w.spec.key.topic, w.spec.key.group, dl)
+		cancel()
+		if err != nil {
+			wait := backoff(h.busFailures)
+			h.busFailures++
+			w.log.Warn("cannot write a dead letter; will retry", "message_id", h.msg.ID, "retry_in", wait, "err", err)
+			w.schedule(h, wait)
+			return false
+		}
+		h.busFailures = 0
+		h.out = h.out[1:]
+		w.deadLetters.Inc()
+		id := ""
+		if o.ev != nil {
+			id = o.ev.ID()
+			if w.spec.sink != nil {
+				h.sinkOut = append(h.sinkOut, o)
+			}
+		}
+		w.log.Error("event dead-lettered", "event_id", id, "message_id", h.msg.ID, "attempts", h.attempts,
+			"status", h.last.Status, "reason", h.reason)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), busOpTimeout)
-	err := w.d.cfg.Bus.DeadLetter(ctx, w.spec.key.topic, w.spec.key.group, dl)
-	cancel()
-	if err != nil {
-		wait := backoff(h.busFailures)
-		h.busFailures++
-		w.log.Warn("cannot write a dead letter; will retry", "message_id", h.msg.ID, "retry_in", wait, "err", err)
+	w.deliveries.WithLabelValues("dead_lettered").Inc()
+	if len(h.sinkOut) > 0 {
+		h.phase = phaseSink
+		return true
+	}
+	return w.finish(h)
+}
+
+// deliverToSink posts h's dead letters to the deadLetterSink with the
+// trigger's retry policy. Whatever happens, they are already in the bus's
+// dead letters. It reports whether h moved on to another phase.
+func (w *worker) deliverToSink(h *held) bool {
+	n := h.sinkAttempts + 1
+	var out functions.Outcome
+	id := ""
+	for len(h.sinkOut) > 0 {
+		o := h.sinkOut[0]
+		id = o.ev.ID()
+		var cut bool
+		out, cut = w.try(w.spec.sink, errorEvent(o, h.last), false)
+		if cut {
+			return false
+		}
+		if out.Result != functions.Success {
+			break
+		}
+		w.log.Debug("dead letter delivered to the sink", "event_id", id, "attempt", n)
+		h.sinkOut = h.sinkOut[1:]
+	}
+	h.sinkAttempts = n
+	switch {
+	case len(h.sinkOut) == 0:
+		w.sinkResults.WithLabelValues("delivered").Inc()
+		return w.finish(h)
+	case out.Result == functions.Retryable && n < w.spec.policy.Attempts():
+		wait := w.spec.policy.Wait(n, out.RetryAfter)
+		w.log.Warn("dead-letter sink attempt failed; will retry", "event_id", id, "attempt", n,
+			"status", out.Status, "retry_in", wait, "err", out.Err)
 		w.schedule(h, wait)
 		return false
 	}
-	w.deadLetters.Inc()
-	w.deliveries.WithLabelValues("dead_lettered").Inc()
-	id := ""
-	if h.ev != nil {
-		id = h.ev.ID()
-	}
-	w.log.Error("event dead-lettered", "event_id", id, "message_id", h.msg.ID, "attempts", h.attempts,
-		"status", h.last.Status, "reason", h.reason)
-	if w.spec.sink != nil && h.ev != nil {
-		h.phase = phaseSink
+	w.sinkResults.WithLabelValues("failed").Inc()
+	w.log.Error("dead-letter sink did not take the event; it stays in the bus's dead letters",
+		"event_id", id, "attempts", n, "status", out.Status, "err", out.Err)
+	return w.finish(h)
+}
+
+// errorEvent is o's event as the deadLetterSink receives it: with Knative's
+// knativeerrordest, knativeerrorcode and knativeerrordata extensions.
+func errorEvent(o outgoing, last functions.Outcome) *event.Event {
+	e := *o.ev
+	e.Context = o.ev.Context.Clone()
+	_ = e.Context.SetExtension(cloudevent.ExtErrorDest, o.target.Destination())
+	_ = e.Context.SetExtension(cloudevent.ExtErrorCode, last.Status)
+	_ = e.Context.SetExtension(cloudevent.ExtErrorData, last.ErrorData())
+	return &e
+}
+
+// finish ends h's handling: a sensor fire is first removed from the
+// correlation state, then h is acknowledged. It reports whether h moved on
+// to another phase.
+func (w *worker) finish(h *held) bool {
+	if h.settleID != "" {
+		h.phase = phaseSettle
 		return true
 	}
 	w.done(h)
 	return false
-}
-
-// deliverToSink posts h to the deadLetterSink with the trigger's retry
-// policy. Whatever happens, the event is already in the bus's dead letters.
-func (w *worker) deliverToSink(h *held) bool {
-	n := h.sinkAttempts + 1
-	out, cut := w.try(w.spec.sink, w.errorEvent(h), false)
-	if cut {
-		return false
-	}
-	h.sinkAttempts = n
-	switch {
-	case out.Result == functions.Success:
-		w.sinkResults.WithLabelValues("delivered").Inc()
-		w.log.Debug("dead letter delivered to the sink", "event_id", h.ev.ID(), "attempt", n)
-		w.done(h)
-	case out.Result == functions.Retryable && n < w.spec.policy.Attempts():
-		wait := w.spec.policy.Wait(n, out.RetryAfter)
-		w.log.Warn("dead-letter sink attempt failed; will retry", "event_id", h.ev.ID(), "attempt", n,
-			"status", out.Status, "retry_in", wait, "err", out.Err)
-		w.schedule(h, wait)
-	default:
-		w.sinkResults.WithLabelValues("failed").Inc()
-		w.log.Error("dead-letter sink did not take the event; it stays in the bus's dead letters",
-			"event_id", h.ev.ID(), "attempts", n, "status", out.Status, "err", out.Err)
-		w.done(h)
-	}
-	return false
-}
-
-// errorEvent is h's event as the deadLetterSink receives it: with Knative's
-// knativeerrordest, knativeerrorcode and knativeerrordata extensions.
-func (w *worker) errorEvent(h *held) *event.Event {
-	e := *h.ev
-	e.Context = h.ev.Context.Clone()
-	_ = e.Context.SetExtension(cloudevent.ExtErrorDest, w.spec.target.Destination())
-	_ = e.Context.SetExtension(cloudevent.ExtErrorCode, h.last.Status)
-	_ = e.Context.SetExtension(cloudevent.ExtErrorData, h.last.ErrorData())
-	return &e
 }
 
 // ackLoop acknowledges in batches: an ack waits up to ackDelay for others.
@@ -665,6 +747,10 @@ func (w *worker) shutdown(ctx context.Context) {
 	<-w.ackDone
 	close(w.renewStop)
 	<-w.renewDone
+	if w.resetStop != nil {
+		close(w.resetStop)
+		<-w.resetDone
+	}
 
 	w.mu.Lock()
 	handedBack := len(w.held)

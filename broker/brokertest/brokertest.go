@@ -45,7 +45,8 @@ const (
 	quietPeriod = 300 * time.Millisecond
 )
 
-// Run runs the conformance suite as parallel subtests of t.
+// Run runs the conformance suite as parallel subtests of t: the Bus contract,
+// and the StateStore contract when the bus implements it.
 func Run(t *testing.T, newBus NewBus) {
 	tests := []struct {
 		name string
@@ -78,6 +79,13 @@ func Run(t *testing.T, newBus NewBus) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			tt.run(t, newBus)
+		})
+	}
+	for _, tt := range stateTests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			_, s := stateStore(t, newBus)
+			tt.run(t, s)
 		})
 	}
 }

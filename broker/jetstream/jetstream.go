@@ -4,8 +4,9 @@
 //
 // # Layout
 //
-// Each topic has a log stream, a state stream and, once something is
-// dead-lettered, a dead-letter stream; each group is a durable pull consumer
+// Each topic has a log stream, a state stream, once something is
+// dead-lettered a dead-letter stream, and once the StateStore is used a kv
+// stream; each group is a durable pull consumer
 // on the log. Topic, group and consumer names are escaped into JetStream
 // names (see token): "default/orders" is stream "signalbox_log_default_2forders"
 // and group "trigger.orders" is consumer "trigger_2eorders". Message IDs are
@@ -376,6 +377,7 @@ type topic struct {
 	mu    sync.Mutex // guards the fields below
 	state natsjs.Stream
 	dead  natsjs.Stream
+	kv    natsjs.Stream // StateStore entries; created on first use
 }
 
 // topic returns the state of the named topic, without talking to the server.

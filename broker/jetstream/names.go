@@ -57,12 +57,15 @@ func isPlain(c byte) bool {
 //	                            signalbox.state.<topic>.attempts.<group>.<seq>
 //	                            signalbox.state.<topic>.held.<group>.<consumer>
 //	signalbox_dlq_<topic>     dead letters; subject signalbox.dlq.<topic>.<group>
+//	signalbox_kv_<topic>      StateStore entries (see state.go):
+//	                            signalbox.kv.<topic>.<namespace>.k<key>
 //
 // and one durable pull consumer on the log per group, named token(group).
 type names struct {
 	logStream, logSubject     string
 	stateStream, statePrefix  string
 	deadStream, deadPrefix    string
+	kvStream, kvPrefix        string
 	nextPrefix, ackPrefixBase string
 }
 
@@ -75,6 +78,8 @@ func topicNames(topic string) names {
 		statePrefix: "signalbox.state." + tok + ".",
 		deadStream:  "signalbox_dlq_" + tok,
 		deadPrefix:  "signalbox.dlq." + tok + ".",
+		kvStream:    "signalbox_kv_" + tok,
+		kvPrefix:    "signalbox.kv." + tok + ".",
 	}
 	n.nextPrefix = "$JS.API.CONSUMER.MSG.NEXT." + n.logStream + "."
 	n.ackPrefixBase = "$JS.ACK." + n.logStream + "."
