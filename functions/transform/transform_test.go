@@ -61,9 +61,12 @@ func TestCompileErrors(t *testing.T) {
 		{name: "lua no transform", spec: Spec{Lua: "x = 1"}, wantInErr: "does not define function transform"},
 		{name: "lua transform not a function", spec: Spec{Lua: "transform = 1"}, wantInErr: "does not define"},
 		{name: "lua top-level error", spec: Spec{Lua: "\nerror('setup failed')"}, wantInErr: "script:2: setup failed"},
-		{name: "lua top-level loop", spec: Spec{Lua: "while true do end"}, wantInErr: "budget"},
+		// A generous timeout: on a loaded machine under -race the budgets,
+		// not the clock, must be what stops these.
+		{name: "lua top-level loop", spec: Spec{Lua: "while true do end"}, limits: Limits{Timeout: time.Minute},
+			wantInErr: "budget"},
 		{name: "lua top-level allocation", spec: Spec{Lua: `local s = "x" while true do s = s .. s end`},
-			wantInErr: "memory budget"},
+			limits: Limits{Timeout: time.Minute}, wantInErr: "memory budget"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
