@@ -18,16 +18,16 @@ import (
 // accept later, so that using one says so instead of "unknown field".
 var unsupportedFields = map[reflect.Type]map[string]string{
 	reflect.TypeFor[SensorTrigger](): {
-		"lambda":     targetNotSupported("lambda"),
-		"openwhisk":  targetNotSupported("openwhisk"),
-		"kubernetes": targetNotSupported("kubernetes"),
-		"nats":       targetNotSupported("nats"),
-		"kafka":      targetNotSupported("kafka"),
+		"nats":  targetNotSupported("nats"),
+		"kafka": targetNotSupported("kafka"),
+	},
+	reflect.TypeFor[OpenWhiskTarget](): {
+		"auth": "secrets are never written inline: use authFrom: env:NAME or file:/path",
 	},
 }
 
 // targetKinds are the sensor trigger targets this release implements.
-var targetKinds = []string{"http"}
+var targetKinds = []string{TargetHTTP, TargetLambda, TargetOpenWhisk, TargetKubernetes}
 
 func targetNotSupported(kind string) string {
 	return fmt.Sprintf("target kind %q is not supported yet (supported target kinds: %s)",
@@ -122,12 +122,7 @@ func (c *checker) sensorTrigger(t *SensorTrigger, path string, deps []string) {
 		c.dnsErrors(path+".name", t.Name, validation.IsDNS1123Label(t.Name))
 	}
 
-	if t.HTTP == nil {
-		c.errorf(0, path, "exactly one target is required (supported target kinds: %s)",
-			strings.Join(targetKinds, ", "))
-	} else {
-		c.httpTarget(t.HTTP, path+".http")
-	}
+	kind := c.target(t, path)
 
 	if t.Conditions != "" {
 		c.conditions(t.Conditions, path+".conditions", deps)
@@ -139,7 +134,7 @@ func (c *checker) sensorTrigger(t *SensorTrigger, path string, deps []string) {
 		c.transform(t.Transform, path+".transform")
 	}
 	for i := range t.Parameters {
-		c.parameter(&t.Parameters[i], fmt.Sprintf("%s.parameters[%d]", path, i), deps)
+		c.parameter(&t.Parameters[i], fmt.Sprintf("%s.parameters[%d]", path, i), deps, kind)
 	}
 	c.delivery(t.Delivery, path+".delivery")
 }
@@ -194,9 +189,10 @@ func (c *checker) transform(t *Transform, path string) {
 	}
 }
 
-// parameter checks one trigger parameter: its source, its destination and
-// its operation.
-func (c *checker) parameter(p *Parameter, path string, deps []string) {
+// parameter checks one trigger parameter: its source, its destination (which
+// must suit the trigger's target kind; "" when that is unknown) and its
+// operation.
+func (c *checker) parameter(p *Parameter, path string, deps []string, kind string) {
 	switch {
 	case p.Src == "" && p.Value == nil:
 		c.errorf(0, path+".src", "missing field: set src (a CEL expression) or value (a literal)")
@@ -207,8 +203,11 @@ func (c *checker) parameter(p *Parameter, path string, deps []string) {
 			c.errorf(0, path+".src", "%s", oneLine(err.Error()))
 		}
 	}
-	if _, err := ParseParamDest(p.Dest); err != nil {
+	if d, err := ParseParamDest(p.Dest); err != nil {
 		c.errorf(0, path+".dest", "%v", err)
+	} else if want := d.TargetKind(); want != "" && kind != "" && want != kind {
+		c.errorf(0, path+".dest", "destination %q is only for %s targets, and this trigger's target is %s",
+			p.Dest, want, kind)
 	}
 	switch p.Operation {
 	case "", OperationOverwrite, OperationAppend, OperationPrepend:

@@ -29,6 +29,7 @@ const (
 	DestEventType                        // event.type
 	DestEventSource                      // event.source
 	DestEventSubject                     // event.subject
+	DestKubernetes                       // kubernetes.<path>
 )
 
 // ParamDest is a parsed Parameter.Dest.
@@ -40,10 +41,27 @@ type ParamDest struct {
 	// segment that is a decimal number indexes an array when the value at
 	// that point is one.
 	Path []string
+	// Field is the manifest path of a DestKubernetes, without the
+	// "kubernetes." prefix, as kubernetes.ApplyParameter reads it.
+	Field string
+}
+
+// TargetKind returns the target kind (TargetHTTP, TargetKubernetes) a
+// destination applies to, or "" when it applies to every kind.
+func (d ParamDest) TargetKind() string {
+	switch d.Kind {
+	case DestURL, DestHeader:
+		return TargetHTTP
+	case DestKubernetes:
+		return TargetKubernetes
+	}
+	return ""
 }
 
 // ParseParamDest parses a Parameter's dest: http.url, http.headers.<Name>,
-// body, body.<a.b.c>, event.type, event.source or event.subject.
+// body, body.<a.b.c>, event.type, event.source, event.subject or
+// kubernetes.<path> (a field of the manifest, such as
+// kubernetes.spec.template.spec.containers.0.args).
 func ParseParamDest(dest string) (ParamDest, error) {
 	switch {
 	case dest == "":
@@ -70,13 +88,18 @@ func ParseParamDest(dest string) (ParamDest, error) {
 		return ParamDest{Kind: DestEventSource}, nil
 	case dest == "event.subject":
 		return ParamDest{Kind: DestEventSubject}, nil
-	case strings.HasPrefix(dest, "kubernetes.") || strings.HasPrefix(dest, "k8s."):
-		return ParamDest{}, fmt.Errorf("destination %q: fields of Kubernetes manifests are not supported yet", dest)
+	case strings.HasPrefix(dest, "kubernetes."):
+		field := strings.TrimPrefix(dest, "kubernetes.")
+		if err := checkManifestPath(field); err != nil {
+			return ParamDest{}, err
+		}
+		return ParamDest{Kind: DestKubernetes, Field: field}, nil
 	}
 	return ParamDest{}, fmt.Errorf("unknown destination %q (%s)", dest, destForms)
 }
 
-const destForms = "http.url, http.headers.<Name>, body, body.<path>, event.type, event.source or event.subject"
+const destForms = "http.url, http.headers.<Name>, body, body.<path>, event.type, event.source, event.subject " +
+	"or kubernetes.<path>"
 
 // checkHeaderName refuses names that are not HTTP tokens and the headers that
 // carry the CloudEvent itself.

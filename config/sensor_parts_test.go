@@ -25,7 +25,10 @@ func TestParseParamDest(t *testing.T) {
 		{"http.headers.", ParamDest{}, "invalid header name"},
 		{"http.headers.a b", ParamDest{}, "invalid header name"},
 		{"http.headers.content-type", ParamDest{}, "carries the CloudEvent"},
-		{"k8s.metadata.name", ParamDest{}, "not supported yet"},
+		{"k8s.metadata.name", ParamDest{}, "unknown destination"},
+		{"kubernetes.metadata.labels.app\\.io/name", ParamDest{Kind: DestKubernetes, Field: `metadata.labels.app\.io/name`}, ""},
+		{"kubernetes.", ParamDest{}, "empty"},
+		{"kubernetes.spec..x", ParamDest{}, "a segment is empty"},
 		{"event.id", ParamDest{}, "unknown destination"},
 	}
 	for _, tt := range tests {
@@ -36,7 +39,7 @@ func TestParseParamDest(t *testing.T) {
 			}
 			continue
 		}
-		if err != nil || got.Kind != tt.want.Kind || got.Header != tt.want.Header || !slices.Equal(got.Path, tt.want.Path) {
+		if err != nil || got.Kind != tt.want.Kind || got.Header != tt.want.Header || got.Field != tt.want.Field || !slices.Equal(got.Path, tt.want.Path) {
 			t.Errorf("ParseParamDest(%q) = %+v, %v; want %+v", tt.dest, got, err, tt.want)
 		}
 	}

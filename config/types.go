@@ -168,6 +168,12 @@ type SensorTrigger struct {
 	ConditionsReset *ConditionsReset `json:"conditionsReset,omitempty"`
 	// HTTP delivers the event to a URL.
 	HTTP *HTTPTarget `json:"http,omitempty"`
+	// Lambda invokes an AWS Lambda function with the event.
+	Lambda *LambdaTarget `json:"lambda,omitempty"`
+	// OpenWhisk invokes an Apache OpenWhisk action with the event.
+	OpenWhisk *OpenWhiskTarget `json:"openwhisk,omitempty"`
+	// Kubernetes creates, updates, patches or deletes a Kubernetes object.
+	Kubernetes *KubernetesTarget `json:"kubernetes,omitempty"`
 	// Transform computes the outgoing event's data; nil sends the input
 	// object (or, for a condition on one dependency, that event unchanged).
 	Transform *Transform `json:"transform,omitempty"`

@@ -53,7 +53,7 @@ const (
 var ErrClosed = errors.New("dispatch: closed")
 
 // ErrUnsupported is returned by Apply for configuration the dispatcher cannot
-// run, such as a Sensor trigger without an HTTP target, or one that needs
+// run, such as a Sensor trigger without a target, or one that needs
 // correlation state on a bus without a broker.StateStore.
 var ErrUnsupported = errors.New("dispatch: not supported")
 
@@ -105,6 +105,11 @@ type Config struct {
 	// HTTPClient sends events to HTTP targets and dead-letter sinks; nil
 	// means httptarget's shared client (see httptarget.NewClient).
 	HTTPClient *http.Client
+
+	// Kubeconfig is the kubeconfig file kubernetes triggers use, read at the
+	// first one; empty means KUBECONFIG, then the pod's service account, then
+	// ~/.kube/config (see kubernetes.LoadRESTConfig).
+	Kubeconfig string
 }
 
 func (c Config) validate() (Config, error) {
@@ -153,6 +158,8 @@ type Dispatcher struct {
 	cfg Config
 	log *slog.Logger
 	m   *metrics
+
+	kube kubeAccess // the Kubernetes configuration of kubernetes triggers
 
 	applyMu   sync.Mutex    // serialises Apply and Close
 	closing   chan struct{} // closed when Close starts, to end an Apply waiting for groups

@@ -11,7 +11,6 @@ import (
 	"maps"
 	"slices"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
@@ -25,6 +24,7 @@ import (
 	"github.com/signalbox-dev/signalbox/dispatch/delivery"
 	"github.com/signalbox-dev/signalbox/functions"
 	"github.com/signalbox-dev/signalbox/functions/httptarget"
+	"github.com/signalbox-dev/signalbox/functions/kubernetes"
 )
 
 // FiredType is the type of the events a Sensor trigger sends when it does not
@@ -65,7 +65,8 @@ type sensorSpec struct {
 	// hold the correlation state; nil for stateless triggers.
 	store broker.StateStore
 
-	http   httptarget.Config // the trigger's target, for targets that parameters change
+	http   httptarget.Config  // an HTTP trigger's target, for targets that parameters change
+	kube   *kubernetes.Target // a kubernetes trigger's target, whose manifest parameters change
 	target functions.Target
 }
 
@@ -96,9 +97,6 @@ func (d *Dispatcher) sensorSpec(sn *config.Sensor, st *config.SensorTrigger,
 			"broker", topic, "trigger", SensorGroup(sn.Name(), st.Name))
 		return nil, nil
 	}
-	if st.HTTP == nil {
-		return nil, fmt.Errorf("dispatch: %s: http: required (the only target kind supported): %w", desc, ErrUnsupported)
-	}
 	var brokerDelivery *duckv1.DeliverySpec
 	if b.Object != nil {
 		brokerDelivery = b.Object.Spec.Delivery
@@ -110,7 +108,8 @@ func (d *Dispatcher) sensorSpec(sn *config.Sensor, st *config.SensorTrigger,
 	}
 	fail := func(err error) (*spec, error) { return nil, fmt.Errorf("dispatch: %s: %w", desc, err) }
 	var err error
-	if s.fingerprint, err = fingerprint(sn.Spec.Dependencies, sn.Spec.Correlation, st, brokerDelivery); err != nil {
+	if s.fingerprint, err = fingerprint(sn.Spec.Dependencies, sn.Spec.Correlation, st, brokerDelivery,
+		secretDigest(st)); err != nil {
 		return fail(err)
 	}
 	if s.policy, err = delivery.Resolve(brokerDelivery, st.Delivery); err != nil {
@@ -120,11 +119,9 @@ func (d *Dispatcher) sensorSpec(sn *config.Sensor, st *config.SensorTrigger,
 		sensor:  sn.Name(),
 		trigger: st.Name,
 		source:  "/" + sn.Namespace() + "/sensors/" + sn.Name() + "/" + st.Name,
-		http: httptarget.Config{URL: st.HTTP.URL, Method: strings.ToUpper(st.HTTP.Method), Headers: st.HTTP.Headers,
-			Structured: s.policy.Structured, Client: d.cfg.HTTPClient},
 	}
-	if ss.target, err = httptarget.New(ss.http); err != nil {
-		return fail(fmt.Errorf("http: %w", err))
+	if err := d.buildTarget(sn, st, ss, s.policy.Structured); err != nil {
+		return fail(err)
 	}
 	s.target = ss.target
 	if s.sink, err = d.sinkTarget(s.policy); err != nil {
@@ -208,6 +205,9 @@ func (ss *sensorSpec) compile(sn *config.Sensor, st *config.SensorTrigger) error
 		}
 		if cp.dest, err = config.ParseParamDest(p.Dest); err != nil {
 			return fmt.Errorf("parameters[%d].dest: %w", i, err)
+		}
+		if want := cp.dest.TargetKind(); want != "" && want != st.TargetKind() {
+			return fmt.Errorf("parameters[%d].dest: %q is only for %s targets", i, p.Dest, want)
 		}
 		switch {
 		case p.Value != nil:
@@ -437,6 +437,7 @@ func (ss *sensorSpec) applyParams(ev *event.Event, vars map[string]any) (outgoin
 		cfg.Headers = map[string]string{}
 	}
 	retarget := false
+	var manifest map[string]any // the kubernetes target's, once a parameter changes it
 	var data any
 	dataDecoded := false
 	for _, p := range ss.params {
@@ -454,6 +455,16 @@ func (ss *sensorSpec) applyParams(ev *event.Event, vars map[string]any) (outgoin
 		case config.DestHeader:
 			cfg.Headers[p.dest.Header] = combine(p.op, cfg.Headers[p.dest.Header], text(v))
 			retarget = true
+		case config.DestKubernetes:
+			if ss.kube == nil {
+				return outgoing{}, fmt.Errorf("%w: %s: only kubernetes targets have a manifest", errParameter, p.text)
+			}
+			if manifest == nil {
+				manifest = ss.kube.Manifest()
+			}
+			if err := kubernetes.ApplyParameter(manifest, p.dest.Field, v, p.op); err != nil {
+				return outgoing{}, fmt.Errorf("%w: %s: %v", errParameter, p.text, err)
+			}
 		case config.DestEventType:
 			ev.SetType(combine(p.op, ev.Type(), text(v)))
 		case config.DestEventSource:
@@ -492,6 +503,9 @@ func (ss *sensorSpec) applyParams(ev *event.Event, vars map[string]any) (outgoin
 			return outgoing{}, fmt.Errorf("%w: %v", errParameter, err)
 		}
 		o.target = t
+	}
+	if manifest != nil {
+		o.target = ss.kube.WithManifest(manifest)
 	}
 	return o, nil
 }

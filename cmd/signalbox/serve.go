@@ -40,6 +40,7 @@ type serveOptions struct {
 	shutdownTimeout time.Duration
 	maxBodyBytes    int64
 	debugAddr       string
+	kubeconfig      string
 }
 
 // busFlags names the flags of busOptions.
@@ -91,6 +92,8 @@ func newServeCmd() *cobra.Command {
 		"on SIGTERM: time for in-flight attempts before the rest are handed back")
 	f.Int64Var(&o.maxBodyBytes, "max-body-bytes", gateway.DefaultMaxBodyBytes, "largest request the ingress reads")
 	f.StringVar(&o.debugAddr, "debug-addr", "", "serve Go's /debug/pprof profiles on this address (keep it private)")
+	f.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig file of Sensor kubernetes triggers; "+
+		"default: KUBECONFIG, then the pod's service account, then ~/.kube/config")
 	annotateEnv(cmd)
 	return cmd
 }
@@ -175,6 +178,7 @@ func serve(ctx context.Context, o *serveOptions) error {
 		ShutdownTimeout: o.shutdownTimeout,
 		Logger:          log,
 		Metrics:         reg,
+		Kubeconfig:      o.kubeconfig,
 	})
 	if err != nil {
 		return err
