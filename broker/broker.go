@@ -89,7 +89,9 @@ type Subscription interface {
 	Ack(ctx context.Context, ids ...string) error
 
 	// Renew extends the lease of messages this consumer holds, for example
-	// while a delivery is slow or a retry is waiting.
+	// while a delivery is slow or a retry is waiting. It renews nothing that
+	// another consumer took after this one's lease expired: the caller must
+	// renew well within the lease.
 	Renew(ctx context.Context, ids ...string) error
 
 	// SetAttempts durably records how many delivery attempts a held message

@@ -267,7 +267,9 @@ func (ss *sensorSpec) updateState(ctx context.Context, topic, group, key string,
 		}
 		if try >= 4 {
 			// Many writers on one key: spread them out a little.
-			time.Sleep(time.Duration(rand.Int64N(int64(time.Millisecond) << min(try-4, 5))))
+			if !sleep(ctx, time.Duration(rand.Int64N(int64(time.Millisecond)<<min(try-4, 5)))) {
+				return ctx.Err()
+			}
 		}
 	}
 	return errBusyEntry

@@ -246,9 +246,9 @@ func (s *Server) serveIngest(w http.ResponseWriter, r *http.Request) int {
 // readBody reads the request body into buf, refusing bodies over the limit.
 func (s *Server) readBody(w http.ResponseWriter, r *http.Request, buf *bytes.Buffer) (int, string) {
 	limit := s.cfg.MaxBodyBytes
-	tooLarge := "request body exceeds " + strconv.FormatInt(limit, 10) + " bytes"
+	tooLarge := func() string { return "request body exceeds " + strconv.FormatInt(limit, 10) + " bytes" }
 	if r.ContentLength > limit {
-		return http.StatusRequestEntityTooLarge, tooLarge
+		return http.StatusRequestEntityTooLarge, tooLarge()
 	}
 	if r.ContentLength > 0 {
 		buf.Grow(int(r.ContentLength))
@@ -256,7 +256,7 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request, buf *bytes.Buf
 	if _, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, limit)); err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
-			return http.StatusRequestEntityTooLarge, tooLarge
+			return http.StatusRequestEntityTooLarge, tooLarge()
 		}
 		if errors.Is(err, io.ErrUnexpectedEOF) {
 			return http.StatusBadRequest, "request body ended early"

@@ -61,6 +61,7 @@ func Run(t *testing.T, newBus NewBus) {
 		{"RestartTakesPendingBackAtOnce", testRestartTakesPendingBackAtOnce},
 		{"LeaseExpiryLetsOtherConsumerTake", testLeaseExpiry},
 		{"RenewKeepsLease", testRenewKeepsLease},
+		{"RenewAfterTakeoverTakesNothingBack", testRenewAfterTakeover},
 		{"AttemptsSurviveRestart", testAttemptsSurviveRestart},
 		{"DeleteGroup", testDeleteGroup},
 		{"DeleteGroupReleasesRetention", testDeleteGroupReleasesRetention},
@@ -466,6 +467,57 @@ func testRenewKeepsLease(t *testing.T, newBus NewBus) {
 	if taken[0].ID != held[0].ID {
 		t.Errorf("taken ID = %q, want %q", taken[0].ID, held[0].ID)
 	}
+}
+
+// testRenewAfterTakeover: a consumer whose lease expired and whose message
+// another consumer took cannot take it back by renewing; the lease runs from
+// the new holder's fetch, so a third consumer gets the message once the new
+// holder falls silent.
+func testRenewAfterTakeover(t *testing.T, newBus NewBus) {
+	bus := newBus(t, Options{})
+	topic := newTopic()
+	c1 := subscribe(t, bus, topic, "g1", "c1", testLease)
+	c2 := subscribe(t, bus, topic, "g1", "c2", testLease)
+	c3 := subscribe(t, bus, topic, "g1", "c3", testLease)
+	publish(t, bus, topic, "m")
+	held := fetchN(t, c1, 1)
+	time.Sleep(testLease + testLease/2)
+	if taken := fetchN(t, c2, 1); taken[0].ID != held[0].ID {
+		t.Fatalf("c2 took %q, want %q", taken[0].ID, held[0].ID)
+	}
+
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		tick := time.NewTicker(testLease / 5)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+				_ = c1.Renew(context.Background(), held[0].ID) // stale: must change nothing
+			}
+		}
+	}()
+	defer func() { close(stop); <-done }()
+
+	ctx := testContext(t)
+	deadline := time.Now().Add(4 * testLease)
+	for time.Now().Before(deadline) {
+		msgs, err := c3.Fetch(ctx, 1, testLease/4)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(msgs) == 1 {
+			if msgs[0].ID != held[0].ID {
+				t.Fatalf("c3 got %q, want %q", msgs[0].ID, held[0].ID)
+			}
+			return
+		}
+	}
+	t.Fatalf("c3 never got the message: the stale consumer's Renew kept it leased")
 }
 
 func testAttemptsSurviveRestart(t *testing.T, newBus NewBus) {

@@ -649,15 +649,24 @@ func (s *subscription) Renew(ctx context.Context, ids ...string) error {
 
 	// The lease restarts when the server gets the notice, a little after
 	// now: recording now errs on the safe side.
+	// A message whose lease already ran out may have been delivered to
+	// another consumer; the server would accept this consumer's progress
+	// notice for it all the same and extend the new holder's lease, so such
+	// a message is forgotten instead of renewed.
 	now := time.Now()
 	s.mu.Lock()
-	subjects := make([]string, len(seqs))
-	for i, seq := range seqs {
-		subj, h := s.target(seq)
-		subjects[i] = subj
-		if h != nil {
-			h.since = now
+	subjects := make([]string, 0, len(seqs))
+	for _, seq := range seqs {
+		h := s.held[seq]
+		if h == nil {
+			continue
 		}
+		if now.Sub(h.since) >= s.lease {
+			delete(s.held, seq)
+			continue
+		}
+		h.since = now
+		subjects = append(subjects, h.reply)
 	}
 	s.mu.Unlock()
 

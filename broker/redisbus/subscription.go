@@ -487,8 +487,24 @@ func (s *subscription) Ack(ctx context.Context, ids ...string) error {
 	return nil
 }
 
-// Renew restarts the lease of the messages, making them this consumer's. It
-// ignores ids that are no longer pending.
+// renewScript restarts the idle time of the pending entries ARGV[3..] that
+// consumer ARGV[2] still holds in group ARGV[1] of stream KEYS[1]. An entry
+// another consumer took after this one's lease expired stays that consumer's:
+// a plain XCLAIM would take it back and deliver it twice at once.
+var renewScript = redis.NewScript(`
+local renewed = 0
+for i = 3, #ARGV do
+  local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)
+  if p[1] and p[1][2] == ARGV[2] then
+    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'JUSTID')
+    renewed = renewed + 1
+  end
+end
+return renewed
+`)
+
+// Renew restarts the lease of the messages this consumer still holds. It
+// ignores ids that are no longer pending or that another consumer took.
 func (s *subscription) Renew(ctx context.Context, ids ...string) error {
 	if err := s.usable(); err != nil {
 		return err
@@ -496,13 +512,12 @@ func (s *subscription) Renew(ctx context.Context, ids ...string) error {
 	if len(ids) == 0 {
 		return nil
 	}
-	err := s.bus.client.XClaimJustID(ctx, &redis.XClaimArgs{
-		Stream:   s.topic.logKey,
-		Group:    s.group,
-		Consumer: s.consumer,
-		MinIdle:  0,
-		Messages: ids,
-	}).Err()
+	args := make([]any, 0, len(ids)+2)
+	args = append(args, s.group, s.consumer)
+	for _, id := range ids {
+		args = append(args, id)
+	}
+	err := renewScript.Run(ctx, s.bus.client, []string{s.topic.logKey}, args...).Err()
 	if err != nil && !isNoGroup(err) {
 		return fmt.Errorf("redisbus: renew in %q of %q: %w", s.group, s.topic.name, err)
 	}

@@ -216,7 +216,14 @@ func serve(ctx context.Context, o *serveOptions) error {
 	firstApply := make(chan error, 1)
 	first := true
 	apply := func(snap *config.Snapshot) {
-		err := disp.Apply(ctx, snap)
+		applyCtx, cancel := ctx, context.CancelFunc(func() {})
+		if !first {
+			// A reload must not wait forever for a bus that is down: the
+			// dispatcher keeps creating missing groups in the background.
+			applyCtx, cancel = context.WithTimeout(ctx, time.Minute)
+		}
+		err := disp.Apply(applyCtx, snap)
+		cancel()
 		if first {
 			first = false
 			firstApply <- err
@@ -273,13 +280,16 @@ func serve(ctx context.Context, o *serveOptions) error {
 		}
 	}
 
-	// Stop taking events first, then let deliveries finish within the budget.
-	shutdownCtx, cancel := context.WithTimeout(context.Background(), o.shutdownTimeout)
-	defer cancel()
-	if err := srv.Shutdown(shutdownCtx); err != nil {
+	// Stop taking events first, then give in-flight deliveries their whole
+	// budget: a slow ingress request must not eat into it.
+	httpCtx, cancelHTTP := context.WithTimeout(context.Background(), o.shutdownTimeout)
+	defer cancelHTTP()
+	if err := srv.Shutdown(httpCtx); err != nil {
 		log.Warn("http shutdown", "err", err)
 	}
-	if err := disp.Close(shutdownCtx); err != nil {
+	dispCtx, cancelDisp := context.WithTimeout(context.Background(), o.shutdownTimeout)
+	defer cancelDisp()
+	if err := disp.Close(dispCtx); err != nil {
 		log.Warn("dispatcher shutdown", "err", err)
 	}
 	log.Info("stopped")

@@ -173,6 +173,11 @@ func TestJQErrors(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
+			if tt.limits.Timeout == 0 {
+				// Only the timeout cases may be stopped by the clock, even on
+				// a loaded machine under -race.
+				tt.limits.Timeout = time.Minute
+			}
 			got, err := apply(t, Spec{JQ: tt.program}, tt.limits, tt.input)
 			if err == nil || got != nil {
 				t.Fatalf("Apply = %q, %v; want no values and an error", got, err)
