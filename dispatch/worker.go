@@ -99,6 +99,7 @@ type worker struct {
 
 	mu       sync.Mutex
 	held     map[string]*held
+	acking   map[string]struct{} // done events whose ack is not yet confirmed; still renewed
 	stopping bool
 
 	ready chan *held    // events due for processing; capacity MaxHeld
@@ -138,6 +139,7 @@ func newWorker(d *Dispatcher, s *spec) *worker {
 		subscribed: make(chan struct{}),
 		stopWork:   make(chan struct{}),
 		held:       make(map[string]*held),
+		acking:     make(map[string]struct{}),
 		ready:      make(chan *held, d.cfg.MaxHeld),
 		room:       make(chan struct{}, 1),
 		acks:       make(chan string, ackBatch),
@@ -301,6 +303,7 @@ func (w *worker) hold(h *held) {
 func (w *worker) done(h *held) {
 	w.mu.Lock()
 	delete(w.held, h.msg.ID)
+	w.acking[h.msg.ID] = struct{}{}
 	n := len(w.held)
 	w.mu.Unlock()
 	w.heldGauge.Set(float64(n))
@@ -627,33 +630,72 @@ func (w *worker) finish(h *held) bool {
 // ackLoop acknowledges in batches: an ack waits up to ackDelay for others.
 func (w *worker) ackLoop() {
 	defer close(w.ackDone)
-	var batch []string
-	var flush <-chan time.Time
+	var (
+		batch    []string
+		flush    <-chan time.Time
+		inFlight bool
+		flushed  = make(chan struct{}, 1)
+	)
+	// send acknowledges the batch in the background, so a slow bus delays
+	// only the acknowledgements, never the events still being processed.
+	send := func() {
+		ids := batch
+		batch, flush, inFlight = nil, nil, true
+		go func() {
+			w.flushAcks(ids)
+			flushed <- struct{}{}
+		}()
+	}
 	for {
 		select {
 		case id, ok := <-w.acks:
 			if !ok {
+				if inFlight {
+					<-flushed
+				}
 				w.flushAcks(batch)
 				return
 			}
 			batch = append(batch, id)
-			if len(batch) >= ackBatch {
-				w.flushAcks(batch)
-				batch, flush = nil, nil
-			} else if flush == nil {
+			switch {
+			case inFlight: // sent when the running flush ends
+			case len(batch) >= ackBatch:
+				send()
+			case flush == nil:
 				flush = time.After(ackDelay)
 			}
 		case <-flush:
-			w.flushAcks(batch)
-			batch, flush = nil, nil
+			flush = nil
+			if !inFlight {
+				send()
+			}
+		case <-flushed:
+			inFlight = false
+			if len(batch) > 0 {
+				send()
+			}
 		}
 	}
 }
 
+// flushAcks acknowledges ids, ackBatch at a time, retrying a failed call a
+// few times. Either way the ids stop being renewed afterwards.
 func (w *worker) flushAcks(ids []string) {
-	if len(ids) == 0 {
-		return
+	defer func() {
+		w.mu.Lock()
+		for _, id := range ids {
+			delete(w.acking, id)
+		}
+		w.mu.Unlock()
+	}()
+	for len(ids) > 0 {
+		n := min(len(ids), ackBatch)
+		w.ackChunk(ids[:n])
+		ids = ids[n:]
 	}
+}
+
+func (w *worker) ackChunk(ids []string) {
 	var err error
 	for try := range ackRetries {
 		ctx, cancel := context.WithTimeout(context.Background(), busOpTimeout)
@@ -685,8 +727,11 @@ func (w *worker) renewLoop() {
 		case <-t.C:
 		}
 		w.mu.Lock()
-		ids := make([]string, 0, len(w.held))
+		ids := make([]string, 0, len(w.held)+len(w.acking))
 		for id := range w.held {
+			ids = append(ids, id)
+		}
+		for id := range w.acking {
 			ids = append(ids, id)
 		}
 		w.mu.Unlock()

@@ -82,7 +82,7 @@ func newServeCmd() *cobra.Command {
 	f := cmd.Flags()
 	f.StringVar(&o.addr, "addr", ":8080", "HTTP listen address")
 	f.StringSliceVar(&o.configPaths, "config", []string{"./signalbox.yaml"},
-		"YAML file or directory of Broker, Trigger and Sensor objects; repeatable; reloaded on change")
+		"YAML file or directory of Broker, Trigger, Sensor and EventSource objects; repeatable; reloaded on change")
 	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	f.StringVar(&o.replicaID, "replica-id", host,
 		"this replica's consumer name in the bus; replicas on one host need distinct ids")
