@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -47,11 +48,37 @@ func (b *Bus) trimLoop(t *topic) {
 // trim removes the entries of t's log that no group needs any more and
 // updates t.full.
 //
+// trimScript trims KEYS[1] by ARGV[2] ("minid" or "maxlen") to ARGV[3] if its
+// groups are still exactly the sorted, newline-separated names in ARGV[1], and
+// returns the stream's length, or -1 when the groups changed. Removing whole
+// macro nodes first is cheap; the exact pass then handles the partial node,
+// which matters when MaxLen is small. An empty bound trims nothing.
+var trimScript = redis.NewScript(`
+local names = {}
+for _, g in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
+  for i = 1, #g, 2 do
+    if g[i] == 'name' then names[#names + 1] = g[i + 1] end
+  end
+end
+table.sort(names)
+if table.concat(names, '\n') ~= ARGV[1] then return -1 end
+if ARGV[3] ~= '' then
+  if ARGV[2] == 'maxlen' then
+    redis.call('XTRIM', KEYS[1], 'MAXLEN', '~', ARGV[3], 'LIMIT', 0)
+  else
+    redis.call('XTRIM', KEYS[1], 'MINID', '~', ARGV[3], 'LIMIT', 0)
+    redis.call('XTRIM', KEYS[1], 'MINID', ARGV[3])
+  end
+end
+return redis.call('XLEN', KEYS[1])
+`)
+
 // The oldest entry a group needs is its oldest pending entry, or the one
 // after its last-delivered entry. Both only move forward, so reading them one
 // group at a time, without a transaction, never gives a bound that is too
-// high; a group created meanwhile starts at the end of the log, after every
-// entry this run may trim.
+// high; a group created meanwhile by Subscribe starts at the end of the log,
+// after every entry this run may trim, and one recreated from the start makes
+// the trim script skip the pass.
 func (b *Bus) trim(ctx context.Context, t *topic) error {
 	groups, err := b.client.XInfoGroups(ctx, t.logKey).Result()
 	if err != nil {
@@ -62,29 +89,32 @@ func (b *Bus) trim(ctx context.Context, t *topic) error {
 		return fmt.Errorf("xinfo groups: %w", err)
 	}
 
-	pipe := b.client.Pipeline()
-	if len(groups) == 0 {
-		// Nobody reads these entries; keep the newest MaxLen for a group that
-		// is recreated from the start after Redis lost its data.
-		pipe.Do(ctx, "xtrim", t.logKey, "maxlen", "~", b.cfg.MaxLen, "limit", 0)
-	} else {
+	// The trim runs only if the groups are still those read above: a group
+	// recreated from the start of the log (after Redis lost its data) in
+	// between needs entries this pass would otherwise remove.
+	names := make([]string, len(groups))
+	for i, g := range groups {
+		names[i] = g.Name
+	}
+	slices.Sort(names)
+	mode, bound := "maxlen", strconv.FormatInt(b.cfg.MaxLen, 10)
+	if len(groups) > 0 {
+		// Nobody reads these entries otherwise; with no group, keep the
+		// newest MaxLen for a group recreated from the start.
 		minID, err := b.oldestNeeded(ctx, t, groups)
 		if err != nil {
 			return err
 		}
-		// Removing whole macro nodes first is cheap; the exact pass then
-		// handles the partial node, which matters when MaxLen is small.
-		if minID != "" {
-			pipe.Do(ctx, "xtrim", t.logKey, "minid", "~", minID, "limit", 0)
-			pipe.Do(ctx, "xtrim", t.logKey, "minid", minID)
-		}
+		mode, bound = "minid", minID
 	}
-	xlen := pipe.XLen(ctx, t.logKey)
-	if _, err := pipe.Exec(ctx); err != nil {
+	n, err := trimScript.Run(ctx, b.client, []string{t.logKey}, strings.Join(names, "\n"), mode, bound).Int64()
+	if err != nil {
 		return fmt.Errorf("xtrim: %w", err)
 	}
-
-	b.setFull(t, len(groups) > 0 && xlen.Val() >= b.cfg.MaxLen, xlen.Val())
+	if n < 0 {
+		return nil // the groups changed: the next pass trims
+	}
+	b.setFull(t, len(groups) > 0 && n >= b.cfg.MaxLen, n)
 	return nil
 }
 

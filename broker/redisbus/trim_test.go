@@ -1,8 +1,13 @@
 package redisbus
 
 import (
+	"context"
 	"math"
 	"testing"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/signalbox-dev/signalbox/internal/redistest"
 )
 
 func TestStreamID(t *testing.T) {
@@ -38,6 +43,37 @@ func TestStreamID(t *testing.T) {
 		}
 		if next := got.next(); next.String() != tt.wantNext || !got.less(next) || next.less(got) {
 			t.Errorf("%q.next() = %q, want %q and greater", tt.in, next, tt.wantNext)
+		}
+	}
+}
+
+// TestTrimSkipsWhenGroupsChanged: a trim computed from a stale list of
+// groups (one was recreated from the start meanwhile) removes nothing.
+func TestTrimSkipsWhenGroupsChanged(t *testing.T) {
+	srv := redistest.Start(t)
+	raw := rawClient(t, srv)
+	ctx := context.Background()
+	for range 10 {
+		if err := raw.XAdd(ctx, &redis.XAddArgs{Stream: "s", Values: []string{"e", "x"}}).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := raw.XGroupCreate(ctx, "s", "a", "0").Err(); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name, groups, mode, bound string
+		want                      int64
+	}{
+		{"stale groups, minid", "", "minid", "9999999999999-0", -1},
+		{"stale groups, maxlen", "b", "maxlen", "1", -1},
+		{"same groups, empty bound", "a", "minid", "", 10},
+		{"same groups", "a", "minid", "9999999999999-0", 0},
+	}
+	for _, tt := range tests {
+		n, err := trimScript.Run(ctx, raw, []string{"s"}, tt.groups, tt.mode, tt.bound).Int64()
+		if err != nil || n != tt.want {
+			t.Fatalf("%s: trim = %d, %v; want %d", tt.name, n, err, tt.want)
 		}
 	}
 }
