@@ -86,7 +86,8 @@ func (c *Config) validate() error {
 // called at any time to change which brokers exist.
 type Server struct {
 	cfg     Config
-	brokers atomic.Pointer[map[string]bool]
+	brokers atomic.Pointer[map[string]prometheus.Counter] // accepted-events counter by "ns/name"
+	byCode  sync.Map                                      // int status → requests counter
 	bufs    sync.Pool
 	handler http.Handler
 
@@ -102,7 +103,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	s := &Server{cfg: cfg}
 	s.bufs.New = func() any { return new(bytes.Buffer) }
-	empty := map[string]bool{}
+	empty := map[string]prometheus.Counter{}
 	s.brokers.Store(&empty)
 
 	s.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -152,9 +153,9 @@ func (s *Server) Handler() http.Handler { return s.handler }
 // SetBrokers replaces the set of brokers that accept events; each is named
 // "namespace/name".
 func (s *Server) SetBrokers(names []string) {
-	m := make(map[string]bool, len(names))
+	m := make(map[string]prometheus.Counter, len(names))
 	for _, n := range names {
-		m[n] = true
+		m[n] = s.events.WithLabelValues(n)
 	}
 	s.brokers.Store(&m)
 }
@@ -175,7 +176,7 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 
 // options answers the CloudEvents webhook abuse-protection handshake.
 func (s *Server) options(w http.ResponseWriter, r *http.Request) {
-	if topic := chi.URLParam(r, "namespace") + "/" + chi.URLParam(r, "broker"); !(*s.brokers.Load())[topic] {
+	if topic := chi.URLParam(r, "namespace") + "/" + chi.URLParam(r, "broker"); (*s.brokers.Load())[topic] == nil {
 		writeError(w, http.StatusNotFound, "no broker "+topic)
 		return
 	}
@@ -191,14 +192,15 @@ func (s *Server) options(w http.ResponseWriter, r *http.Request) {
 func (s *Server) ingest(w http.ResponseWriter, r *http.Request) {
 	start := s.cfg.Now()
 	code := s.serveIngest(w, r)
-	s.requests.WithLabelValues(strconv.Itoa(code)).Inc()
+	s.requestCounter(code).Inc()
 	s.latency.Observe(time.Since(start).Seconds())
 }
 
 // serveIngest handles one ingress request and returns the status it wrote.
 func (s *Server) serveIngest(w http.ResponseWriter, r *http.Request) int {
 	topic := chi.URLParam(r, "namespace") + "/" + chi.URLParam(r, "broker")
-	if !(*s.brokers.Load())[topic] {
+	accepted := (*s.brokers.Load())[topic]
+	if accepted == nil {
 		return writeError(w, http.StatusNotFound, "no broker "+topic)
 	}
 
@@ -232,7 +234,7 @@ func (s *Server) serveIngest(w http.ResponseWriter, r *http.Request) int {
 		s.cfg.Logger.Warn("publish failed", "broker", topic, "err", err)
 		return writeError(w, http.StatusServiceUnavailable, "event bus unavailable; retry later")
 	}
-	s.events.WithLabelValues(topic).Add(float64(len(events)))
+	accepted.Add(float64(len(events)))
 	if s.cfg.Logger.Enabled(r.Context(), slog.LevelDebug) {
 		for _, e := range events {
 			s.cfg.Logger.Debug("event accepted", "broker", topic, "event_id", e.ID(), "event_type", e.Type(),
@@ -241,6 +243,16 @@ func (s *Server) serveIngest(w http.ResponseWriter, r *http.Request) int {
 	}
 	w.WriteHeader(http.StatusAccepted)
 	return http.StatusAccepted
+}
+
+// requestCounter returns the requests counter of a status code, created once,
+// so the hot path neither formats the code nor looks up its labels.
+func (s *Server) requestCounter(code int) prometheus.Counter {
+	if c, ok := s.byCode.Load(code); ok {
+		return c.(prometheus.Counter)
+	}
+	c, _ := s.byCode.LoadOrStore(code, s.requests.WithLabelValues(strconv.Itoa(code)))
+	return c.(prometheus.Counter)
 }
 
 // readBody reads the request body into buf, refusing bodies over the limit.
